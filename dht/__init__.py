@@ -1,0 +1,1 @@
+"""dht package of p2pmarket."""

@@ -1,0 +1,1 @@
+"""escrow package of p2pmarket."""

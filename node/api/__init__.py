@@ -1,0 +1,1 @@
+"""node/api package of p2pmarket."""

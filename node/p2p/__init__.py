@@ -1,0 +1,1 @@
+"""node/p2p package of p2pmarket."""
