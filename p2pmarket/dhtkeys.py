@@ -1,0 +1,85 @@
+"""Where each record lives in the DHT: key derivation and the slot a record occupies under its key.
+
+Single-value kinds live at H(kind | publisher | id); multi-value kinds (search indexes, mailboxes,
+reviews, the arbiter directory) share one key per topic and hold one slot per publisher and member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+from p2pmarket.bodies import Arbiter, IndexEntry, Listing, Mail, Peer, Profile, Review, Tombstone
+from p2pmarket.records import Record
+
+KEY_SIZE = 20  # 160-bit Kademlia keys
+MULTI_KINDS = frozenset({"index", "mail", "review", "arbiter"})
+
+
+def _h(*parts: bytes | str) -> bytes:
+    data = b"\x1f".join(p.encode() if isinstance(p, str) else p for p in parts)
+    return hashlib.sha1(data).digest()
+
+
+def normalize_term(term: str) -> str:
+    """NFKC + casefold, so `Café` and `CAFÉ` land on one key."""
+    return unicodedata.normalize("NFKC", term).casefold().strip()
+
+
+def single_key(kind: str, publisher: bytes, object_id: str = "") -> bytes:
+    return _h(kind, publisher, object_id)
+
+
+def index_key(scope: str, term: str) -> bytes:
+    return _h(scope, normalize_term(term))
+
+
+def mailbox_key(recipient: bytes) -> bytes:
+    return _h("mail", recipient)
+
+
+def reviews_key(seller: bytes) -> bytes:
+    return _h("reviews", seller)
+
+
+ARBITERS_KEY = _h("arbiters")
+
+
+def record_key(record: Record) -> bytes:
+    """The one DHT key a record may be stored under."""
+    body = record.body
+    match body:
+        case Listing():
+            return single_key("listing", record.publisher, body.id)
+        case Profile() | Peer():
+            return single_key(body.KIND, record.publisher)
+        case Tombstone() if body.target_kind == "arbiter":
+            return ARBITERS_KEY
+        case Tombstone():
+            return single_key(body.target_kind, record.publisher, body.target_id)
+        case IndexEntry():
+            return index_key(body.scope, body.term)
+        case Mail():
+            return mailbox_key(body.recipient)
+        case Review():
+            return reviews_key(body.seller)
+        case Arbiter():
+            return ARBITERS_KEY
+    raise ValueError(f"no DHT key for kind {record.kind!r}")
+
+
+def record_slot(record: Record) -> tuple[bytes, str]:
+    """(publisher, member): under one key, one live record per slot; the highest seq wins."""
+    body = record.body
+    match body:
+        case IndexEntry():
+            return record.publisher, body.listing_id
+        case Mail():
+            return record.publisher, body.id
+        case Review():
+            return record.publisher, body.order_id
+    return record.publisher, ""
+
+
+def is_multi(kind: str) -> bool:
+    return kind in MULTI_KINDS
