@@ -60,11 +60,14 @@ class LookupResult:
 
 class Lookup:
     def __init__(self, protocol: MarketProtocol, target: bytes, seeds: list[Node], *,
-                 ksize: int, alpha: int, want_values: bool = False, quorum: int = 3) -> None:
+                 ksize: int, alpha: int, want_values: bool = False, quorum: int = 3,
+                 patient: bool = False) -> None:
         self.protocol = protocol
         self.target = Node(target)
         self.ksize, self.alpha = ksize, alpha
         self.want_values, self.quorum = want_values, quorum
+        # a patient lookup (before a STORE) waits for slow calls instead of leaving them out
+        self._settled = (_State.DONE,) if patient else (_State.DONE, _State.SLOW)
         self._candidates: dict[bytes, _Candidate] = {}
         self._result = LookupResult(closest=[])
         self._add(seeds, depth=1)
@@ -84,7 +87,7 @@ class Lookup:
     def _finished(self) -> bool:
         if self.want_values and len(self._result.answers) >= self.quorum:
             return True
-        return all(c.state in (_State.DONE, _State.SLOW) for c in self._nearest())
+        return all(c.state in self._settled for c in self._nearest())
 
     async def run(self) -> LookupResult:
         loop = asyncio.get_running_loop()
@@ -102,7 +105,7 @@ class Lookup:
                     inflight[future] = cand
                     self._result.rpcs += 1
                     active += 1
-            if self._finished() or not inflight:
+            if not inflight or self._finished():
                 break
             soft = self.protocol.rtt.soft_timeout()
             waiting = [c.sent + soft for c in inflight.values() if c.state is _State.INFLIGHT]

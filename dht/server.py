@@ -169,7 +169,8 @@ class DhtNode(Server):  # type: ignore[misc]
         nearest = proto.router.find_neighbors(Node(key), k=self.ksize)
         nodes: list[Node] = []
         if nearest:
-            found = await Lookup(proto, key, nearest, ksize=self.ksize, alpha=self.alpha).run()
+            found = await Lookup(proto, key, nearest, ksize=self.ksize, alpha=self.alpha,
+                                 patient=True).run()
             nodes = found.closest
         target = Node(key)
         if len(nodes) < self.ksize or self.node.distance_to(target) < max(
