@@ -16,7 +16,7 @@ from kademlia.node import Node
 
 from dht.protocol import Result, parse_nodes
 from dht.validate import validate_for_key
-from p2pmarket.records import Record, RecordError
+from p2pmarket.records import AnyRecord, RecordError
 
 if TYPE_CHECKING:
     from dht.protocol import MarketProtocol
@@ -44,7 +44,7 @@ class Answer:
     """What one node answered to a FIND_VALUE: its valid records and where its pages continue."""
 
     node: Node
-    records: list[Record]
+    records: list[AnyRecord]
     next: int | None
 
 

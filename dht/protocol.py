@@ -131,7 +131,7 @@ class MarketProtocol(KademliaProtocol):
 
     # -- datagrams ---------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: Addr) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
         if not 22 <= len(data) <= MAX_DATAGRAM:
             self.stats.bad_datagrams += 1
             return

@@ -25,7 +25,7 @@ from dht.storage import RecordStore
 from dht.validate import validate_for_key
 from p2pmarket.dhtkeys import is_multi, record_key, record_slot
 from p2pmarket.identity import Identity
-from p2pmarket.records import Record, RecordError
+from p2pmarket.records import AnyRecord, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class PutReport:
 class GetReport:
     """The records found under a key, best first, plus what the lookup cost."""
 
-    records: list[Record]
+    records: list[AnyRecord]
     rounds: int
     rpcs: int
     invalid_values: int
@@ -73,9 +73,10 @@ class DhtStatus:
     stats: dict[str, int]
 
 
-class DhtNode(Server):  # type: ignore[misc]
+class DhtNode(Server):
     protocol_class = MarketProtocol
     protocol: MarketProtocol | None
+    transport: asyncio.DatagramTransport | None
 
     def __init__(self, identity: Identity, store: RecordStore, *, ksize: int = 20,
                  alpha: int = 3, quorum: int = 3, send_delay: float = 0.0,
@@ -160,7 +161,7 @@ class DhtNode(Server):  # type: ignore[misc]
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def put(self, record: Record, *, remember: bool = True) -> PutReport:
+    async def put(self, record: AnyRecord, *, remember: bool = True) -> PutReport:
         """Store a signed record on the k nodes closest to its key (and here if we are one)."""
         proto = self._proto()
         key = record_key(record)
@@ -199,12 +200,12 @@ class DhtNode(Server):  # type: ignore[misc]
         return await Lookup(proto, key, nearest, ksize=self.ksize, alpha=self.alpha,
                             want_values=True, quorum=self.quorum).run()
 
-    async def get(self, key: bytes) -> Record | None:
+    async def get(self, key: bytes) -> AnyRecord | None:
         """The valid record with the highest seq under a single-value key, or None."""
         report = await self.get_report(key)
         return report.records[0] if report.records else None
 
-    async def get_all(self, key: bytes, *, max_pages: int = 4) -> list[Record]:
+    async def get_all(self, key: bytes, *, max_pages: int = 4) -> list[AnyRecord]:
         """Every live entry under a (multi-value) key, unioned across replicas."""
         return (await self.get_report(key, max_pages=max_pages)).records
 
@@ -223,7 +224,7 @@ class DhtNode(Server):  # type: ignore[misc]
             self._repair(key, records[0], result)
         return GetReport(records, result.rounds, result.rpcs, result.invalid_values)
 
-    def _local_records(self, key: bytes) -> list[Record]:
+    def _local_records(self, key: bytes) -> list[AnyRecord]:
         found = []
         for raw in self.records.values(key, now=self.clock()):
             try:
@@ -255,7 +256,7 @@ class DhtNode(Server):  # type: ignore[misc]
             offset, pages = (nxt if isinstance(nxt, int) and nxt > offset else None), pages + 1
         return more
 
-    def _repair(self, key: bytes, best: Record, result: LookupResult) -> None:
+    def _repair(self, key: bytes, best: AnyRecord, result: LookupResult) -> None:
         """Hand the best record to close nodes that answered without it (read repair)."""
         proto = self._proto()
         stale = [a.node for a in result.answers if a.records and a.records[0].seq < best.seq]
@@ -329,8 +330,8 @@ class DhtNode(Server):  # type: ignore[misc]
         )
 
 
-def _best_per_slot(records: Iterable[Record]) -> dict[tuple[bytes, str], Record]:
-    best: dict[tuple[bytes, str], Record] = {}
+def _best_per_slot(records: Iterable[AnyRecord]) -> dict[tuple[bytes, str], AnyRecord]:
+    best: dict[tuple[bytes, str], AnyRecord] = {}
     for record in records:
         slot = record_slot(record)
         held = best.get(slot)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from p2pmarket.dhtkeys import record_slot
-from p2pmarket.records import Record
+from p2pmarket.records import AnyRecord
 from p2pmarket.storage import Database
 
 MIGRATIONS = [
@@ -69,7 +69,7 @@ class RecordStore:
         self.db = db
         db.migrate("dht", MIGRATIONS)
 
-    def put(self, key: bytes, record: Record, now: float | None = None) -> PutResult:
+    def put(self, key: bytes, record: AnyRecord, now: float | None = None) -> PutResult:
         """Store a record that `dht.validate` accepted for `key`."""
         now_i = int(time.time() if now is None else now)
         publisher, member = record_slot(record)
@@ -157,7 +157,7 @@ class RecordStore:
 
     # -- records this node published and keeps alive ---------------------------------------
 
-    def remember_published(self, key: bytes, record: Record, now: float | None = None) -> None:
+    def remember_published(self, key: bytes, record: AnyRecord, now: float | None = None) -> None:
         publisher, member = record_slot(record)
         self.db.execute(
             "INSERT OR REPLACE INTO dht_published VALUES (?,?,?,?,?,?)",

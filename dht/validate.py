@@ -6,14 +6,14 @@ Pure functions; the protocol calls them on every STORE and the client on every v
 from __future__ import annotations
 
 from p2pmarket.dhtkeys import KEY_SIZE, record_key
-from p2pmarket.records import Record, RecordError, decode_record
+from p2pmarket.records import AnyRecord, RecordError, decode_record
 
 
 class KeyMismatch(RecordError):
     """The record is valid but does not belong under this key."""
 
 
-def validate_for_key(key: bytes, raw: object, now: float | None = None) -> Record:
+def validate_for_key(key: bytes, raw: object, now: float | None = None) -> AnyRecord:
     """Decode, verify and bind `raw` to `key`; raises `RecordError` subclasses only."""
     if not isinstance(key, bytes) or len(key) != KEY_SIZE:
         raise KeyMismatch("DHT keys are 20 bytes")

@@ -9,7 +9,17 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 
-from p2pmarket.bodies import Arbiter, IndexEntry, Listing, Mail, Peer, Profile, Review, Tombstone
+from p2pmarket.bodies import (
+    Arbiter,
+    Body,
+    IndexEntry,
+    Listing,
+    Mail,
+    Peer,
+    Profile,
+    Review,
+    Tombstone,
+)
 from p2pmarket.records import Record
 
 KEY_SIZE = 20  # 160-bit Kademlia keys
@@ -45,7 +55,7 @@ def reviews_key(seller: bytes) -> bytes:
 ARBITERS_KEY = _h("arbiters")
 
 
-def record_key(record: Record) -> bytes:
+def record_key(record: Record[Body]) -> bytes:
     """The one DHT key a record may be stored under."""
     body = record.body
     match body:
@@ -68,7 +78,7 @@ def record_key(record: Record) -> bytes:
     raise ValueError(f"no DHT key for kind {record.kind!r}")
 
 
-def record_slot(record: Record) -> tuple[bytes, str]:
+def record_slot(record: Record[Body]) -> tuple[bytes, str]:
     """(publisher, member): under one key, one live record per slot; the highest seq wins."""
     body = record.body
     match body:

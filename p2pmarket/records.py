@@ -82,6 +82,9 @@ class Record(Generic[B]):
         return len(self.raw)
 
 
+AnyRecord = Record[Body]
+
+
 def _signing_bytes(kind: str, publisher: bytes, seq: int, created: int, expires: int,
                    body: bytes) -> bytes:
     fields = _encoder.encode((kind, publisher, seq, created, expires, body))
