@@ -219,7 +219,7 @@ class DhtNode(Server):
             answers += await self._more_pages(key, result.answers, max_pages)
         best = _best_per_slot(r for a in answers for r in a.records)
         records = sorted(best.values(), key=lambda r: (-r.seq, r.publisher))
-        if records and not is_multi(records[0].kind):
+        if records and not is_multi(records[0]):
             records = records[:1]
             self._repair(key, records[0], result)
         return GetReport(records, result.rounds, result.rpcs, result.invalid_values)

@@ -170,16 +170,24 @@ class Mail(Body, frozen=True):
     ciphertext: Annotated[bytes, Meta(min_length=16, max_length=6000)]
 
 
-DeletableKind = Literal["listing", "profile", "arbiter"]
+DeletableKind = Literal["listing", "profile", "arbiter", "mail"]
 
 
 class Tombstone(Body, frozen=True):
-    """Deletes the publisher's own record of `target_kind`/`target_id` (a higher seq wins)."""
+    """Deletes the publisher's own record of `target_kind`/`target_id` (a higher seq wins).
+
+    For mail, `recipient` names the mailbox the mail was left in.
+    """
 
     KIND: ClassVar[str] = "tombstone"
 
     target_kind: DeletableKind
     target_id: Annotated[str, Meta(max_length=64)] = ""
+    recipient: Key32 | None = None
+
+    def __post_init__(self) -> None:
+        if (self.target_kind == "mail") != (self.recipient is not None):
+            raise ValueError("a mail tombstone, and only a mail tombstone, names its recipient")
 
 
 BODY_TYPES: dict[str, type[Body]] = {

@@ -65,6 +65,8 @@ def record_key(record: Record[Body]) -> bytes:
             return single_key(body.KIND, record.publisher)
         case Tombstone() if body.target_kind == "arbiter":
             return ARBITERS_KEY
+        case Tombstone() if body.target_kind == "mail" and body.recipient is not None:
+            return mailbox_key(body.recipient)
         case Tombstone():
             return single_key(body.target_kind, record.publisher, body.target_id)
         case IndexEntry():
@@ -88,8 +90,14 @@ def record_slot(record: Record[Body]) -> tuple[bytes, str]:
             return record.publisher, body.id
         case Review():
             return record.publisher, body.order_id
+        case Tombstone() if body.target_kind == "mail":
+            return record.publisher, body.target_id
     return record.publisher, ""
 
 
-def is_multi(kind: str) -> bool:
-    return kind in MULTI_KINDS
+def is_multi(record: Record[Body]) -> bool:
+    """True when the record lives under a shared multi-value key."""
+    body = record.body
+    if isinstance(body, Tombstone):
+        return body.target_kind in ("mail", "arbiter")
+    return record.kind in MULTI_KINDS

@@ -54,7 +54,8 @@ mail = st.builds(b.Mail, id=object_id, recipient=key32, ephemeral=key32,
                  nonce=st.binary(min_size=12, max_size=12),
                  ciphertext=st.binary(min_size=16, max_size=200))
 tombstone = st.builds(b.Tombstone, target_kind=st.sampled_from(["listing", "profile", "arbiter"]),
-                      target_id=object_id)
+                      target_id=object_id) | st.builds(
+    b.Tombstone, target_kind=st.just("mail"), target_id=object_id, recipient=key32)
 
 BY_KIND = {
     "listing": listing, "profile": profile, "peer": peer, "index": index, "review": review,
