@@ -1,0 +1,218 @@
+"""The `p2pmarket` command: `init`, `id` and `run` a node's data dir.
+
+Only the core is imported here at module level; node/, dht/, escrow/ and tui/ are imported
+inside the verb that needs them, so `--help`, `init` and `id` work without the heavy stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import cast
+
+from p2pmarket import __version__
+from p2pmarket.cli_common import (
+    CliError,
+    install_stderr_logging,
+    is_initialised,
+    kdf_params,
+    keystore_path,
+    new_passphrase,
+    read_peer_id,
+    remove_handler,
+    require_initialised,
+    setup_node_logging,
+    unlock_keystore,
+    write_peer_id,
+)
+from p2pmarket.config import Config, ConfigError, load_config, write_default_config
+from p2pmarket.datadir import (
+    CONFIG_FILE,
+    DB_FILE,
+    HOME_ENV,
+    DataDirLock,
+    DataDirLocked,
+    ensure_datadir,
+    resolve_datadir,
+)
+from p2pmarket.keystore import Keystore, KeystoreError, WrongPassphrase, create_keystore
+from p2pmarket.storage import Database, StorageError
+
+log = logging.getLogger("p2pmarket.cli")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's code for bad usage; also a wrong passphrase
+EXIT_INTERRUPTED = 130
+
+Command = Callable[[argparse.Namespace, logging.Handler], int]
+RunNode = Callable[[Path, Config, Keystore], int]
+
+
+def _err(message: str) -> None:
+    print(f"p2pmarket: error: {message}", file=sys.stderr)
+
+
+# -- verbs ------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, _stderr: logging.Handler) -> int:
+    datadir = resolve_datadir(args.datadir)
+    if is_initialised(datadir):
+        # checked before the lock and the prompt so a repeated init touches nothing at all
+        raise CliError(f"data dir {datadir} is already initialised; not touching it")
+    passphrase = new_passphrase(insecure=args.insecure_no_passphrase)
+    ensure_datadir(datadir)
+    with DataDirLock(datadir):
+        if is_initialised(datadir):
+            raise CliError(f"data dir {datadir} is already initialised; not touching it")
+        # config and db first: if the keystore cannot be written, a second init still works,
+        # and a keystore is never left without the files `run` needs next to it
+        config_path = datadir / CONFIG_FILE
+        if config_path.exists():
+            print(f"p2pmarket: keeping the existing {config_path}", file=sys.stderr)
+        else:
+            write_default_config(config_path)
+        Database.open(datadir / DB_FILE).close()
+        keystore = create_keystore(keystore_path(datadir), passphrase, kdf_params=kdf_params())
+        peer_id = keystore.identity.peer_id
+        try:
+            write_peer_id(datadir, peer_id)
+        except OSError as exc:  # a cache of the public id; `id` falls back to the keystore
+            log.warning("could not write the peer id file: %s", exc)
+    print(peer_id, flush=True)
+    print(f"p2pmarket: initialised {datadir}", file=sys.stderr)
+    print(f"p2pmarket: start the node with: p2pmarket run --datadir {datadir}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_id(args: argparse.Namespace, _stderr: logging.Handler) -> int:
+    datadir = resolve_datadir(args.datadir)
+    require_initialised(datadir)
+    peer_id = read_peer_id(datadir)
+    if peer_id is None:
+        peer_id = unlock_keystore(datadir).identity.peer_id
+    print(peer_id)
+    return EXIT_OK
+
+
+_RUN_FLAGS = ("dht_host", "dht_port", "p2p_host", "p2p_port", "api_port", "bootstrap", "log_level")
+
+
+def cmd_run(args: argparse.Namespace, stderr: logging.Handler) -> int:
+    datadir = resolve_datadir(args.datadir)
+    require_initialised(datadir)
+    flags = {name: getattr(args, name) for name in _RUN_FLAGS}
+    # load_config logs its warnings itself; the CLI's stderr handler shows them
+    config, warnings = load_config(datadir, cli={k: v for k, v in flags.items() if v is not None})
+    with DataDirLock(datadir):
+        keystore = unlock_keystore(datadir)
+        file_handler = setup_node_logging(datadir, config.log_level, stderr, warnings)
+        try:
+            if keystore.insecure:
+                log.warning("this node's keystore has no passphrase (created for development)")
+            log.info("starting node %s from %s", keystore.identity.peer_id, datadir)
+            return _load_run_node()(datadir, config, keystore)
+        finally:
+            remove_handler(file_handler)
+
+
+def _load_run_node() -> RunNode:
+    # importlib rather than an import statement: the node stack loads only for `run`, and
+    # mypy's strict check of the core does not descend into node/
+    try:
+        module = importlib.import_module("node.runner")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("node", "node.runner"):
+            raise
+        raise CliError("this installation has no node runtime (node.runner)") from None
+    return cast(RunNode, module.run_node)
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def _add_datadir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--datadir",
+        metavar="D",
+        help=f"data dir (default: ${HOME_ENV}, else the platform's user data dir)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2pmarket",
+        description="A peer-to-peer marketplace node.",
+        epilog="Passphrase: prompted in a terminal, or taken from $P2PMARKET_PASSPHRASE.",
+    )
+    parser.add_argument("--version", action="version", version=f"p2pmarket {__version__}")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    init = verbs.add_parser("init", help="create a data dir: keystore, config.toml, node.db")
+    _add_datadir(init)
+    init.add_argument(
+        "--insecure-no-passphrase",
+        action="store_true",
+        help="store the keys without a passphrase (development only)",
+    )
+    init.set_defaults(func=cmd_init)
+
+    ident = verbs.add_parser("id", help="print this node's peer id")
+    _add_datadir(ident)
+    ident.set_defaults(func=cmd_id)
+
+    run = verbs.add_parser("run", help="run the node until SIGINT/SIGTERM")
+    _add_datadir(run)
+    run.add_argument("--dht-host", metavar="H", help="DHT (UDP) listen address")
+    run.add_argument("--dht-port", metavar="P", type=int, help="DHT (UDP) port")
+    run.add_argument("--p2p-host", metavar="H", help="libp2p (TCP) listen address")
+    run.add_argument("--p2p-port", metavar="Q", type=int, help="libp2p (TCP) port")
+    run.add_argument("--api-port", metavar="R", type=int, help="local HTTP API port")
+    run.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        action="append",
+        help="bootstrap peer; repeat for more (replaces the config's list)",
+    )
+    run.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler = install_stderr_logging()
+    func = cast(Command, args.func)
+    try:
+        return func(args, handler)
+    except WrongPassphrase as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except (CliError, KeystoreError, ConfigError, StorageError, DataDirLocked) as exc:
+        _err(str(exc))
+        return EXIT_ERROR
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"{exc.strerror or exc}{where}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        remove_handler(handler)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
