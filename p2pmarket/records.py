@@ -61,7 +61,8 @@ class _Envelope(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fie
     sig: bytes
 
 
-B = TypeVar("B", bound=Body)
+B = TypeVar("B", bound=Body, covariant=True)
+BT = TypeVar("BT", bound=Body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +102,8 @@ def encode_body(body: Body) -> bytes:
     return raw
 
 
-def sign_record(identity: Identity, body: B, *, seq: int, created: int | None = None,
-                ttl: int | None = None) -> Record[B]:
+def sign_record(identity: Identity, body: BT, *, seq: int, created: int | None = None,
+                ttl: int | None = None) -> Record[BT]:
     """Sign `body` as `identity`; the result is what `decode_record` would return."""
     kind = body.KIND
     if kind not in BODY_TYPES:

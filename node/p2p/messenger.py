@@ -1,0 +1,289 @@
+"""Reliable direct messages: the async shell around the outbox, the receiver and the transport.
+
+Send: the outbox signs and queues; the send loop delivers over a channel, retries with backoff,
+and after failed direct attempts seals the message into the recipient's DHT mailbox. Receive:
+frames from the transport and mail from our mailbox go through the sans-IO `Receiver`; delivered
+messages are stored and acknowledged end to end. Misbehaving peers are scored and banned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from dht.server import DhtNode
+from node.p2p.outbox import Outbox, OutboxEntry
+from node.p2p.peers import PeerDirectory
+from node.p2p.receiver import AckReceived, Deliver, Event, Receiver, SendAck, Violation
+from node.p2p.seal import SealError, encryption_key, seal, unseal
+from node.p2p.transport import Host, P2PError
+from p2pmarket.bodies import MAX_TTL, Mail, Tombstone
+from p2pmarket.dhtkeys import mailbox_key
+from p2pmarket.identity import Identity, PeerIdError, peer_id_from_public, public_from_peer_id
+from p2pmarket.messages import MAX_ACK_IDS, Ack, Message, MessageBody, sign_message
+from p2pmarket.records import RecordError, sign_record
+
+log = logging.getLogger(__name__)
+
+MAIL_CIPHERTEXT_MAX = 6000
+BAN_SCORE = 5
+BAN_FOR = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base: float = 1.0  # first retry after this many seconds, doubling
+    cap: float = 300.0
+    ack_timeout: float = 10.0  # resend a sent message not acknowledged by then
+    direct_before_mailbox: int = 2  # failed direct attempts before sealing into the mailbox
+    mailbox_recheck: float = 600.0  # after a mailbox deposit, try direct again this much later
+    max_age: float = float(MAX_TTL["mail"])  # give up on a message older than this
+    mailbox_poll: float = 60.0
+
+    def backoff(self, attempts: int) -> float:
+        return float(min(self.cap, self.base * 2 ** max(0, attempts)))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    message: Message
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelivered:
+    id: str
+    recipient: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFailed:
+    id: str
+    reason: str
+
+
+MessengerEvent = MessageReceived | MessageDelivered | MessageFailed
+Job = Callable[[], Awaitable[None]]
+
+
+class Messenger:
+    def __init__(self, identity: Identity, host: Host, outbox: Outbox, peers: PeerDirectory,
+                 dht: DhtNode | None = None, *, policy: RetryPolicy | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.identity, self.host, self.outbox = identity, host, outbox
+        self.peers, self.dht = peers, dht
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        next_seq, seen = outbox.load_receiver_state()
+        self.receiver = Receiver(identity.public, next_seq=next_seq, seen=seen)
+        self.listeners: list[Callable[[MessengerEvent], None]] = []
+        self.scores: Counter[bytes] = Counter()
+        self._banned: dict[bytes, float] = {}
+        self._wake = asyncio.Event()
+        self._jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=1000)
+        self._enc_key = encryption_key(identity)
+        host.on_violation = self._host_violation
+
+    # -- API -----------------------------------------------------------------------------------
+
+    def send(self, recipient: bytes, body: MessageBody) -> OutboxEntry:
+        """Queue a message; it is delivered (or fails) in the background. Returns its entry."""
+        entry = self.outbox.enqueue(self.identity, recipient, body, now=self.clock())
+        self._wake.set()
+        return entry
+
+    async def run(self) -> None:
+        """Run the loops until cancelled (put it in the node's TaskGroup)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._receive_loop())
+            tg.create_task(self._send_loop())
+            tg.create_task(self._job_loop())
+            tg.create_task(self._tick_loop())
+            if self.dht is not None:
+                tg.create_task(self._mailbox_loop())
+
+    def is_banned(self, peer: bytes) -> bool:
+        until = self._banned.get(peer)
+        return until is not None and until > self.clock()
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        async for peer_id, payload in self.host.incoming():
+            try:
+                remote = public_from_peer_id(peer_id)
+            except PeerIdError:
+                continue
+            self._handle(remote, payload, via="direct")
+
+    def _handle(self, remote: bytes, raw: bytes, via: str) -> None:
+        if self.is_banned(remote):
+            return
+        self._apply(self.receiver.receive(remote, raw, self.clock()), via)
+
+    def _apply(self, events: list[Event], via: str) -> None:
+        for event in events:
+            match event:
+                case Deliver(message, raw):
+                    self.outbox.store_delivered(message.id, message.sender, message.seq,
+                                                message.body.__class__.__name__.lower(), raw,
+                                                via, now=self.clock())
+                    self._notify(MessageReceived(message, via))
+                case SendAck(to, ids):
+                    for start in range(0, len(ids), MAX_ACK_IDS):
+                        self._job(self._send_ack, to, ids[start:start + MAX_ACK_IDS])
+                case AckReceived(sender, ids):
+                    for msg_id in self.outbox.delivered(sender, ids, now=self.clock()):
+                        entry = self.outbox.get(msg_id)
+                        self._notify(MessageDelivered(msg_id, sender))
+                        if entry is not None and entry.via == "mailbox":
+                            self._job(self._tombstone_mail, entry)
+                case Violation(peer, reason):
+                    self._score(peer, reason)
+
+    async def _send_ack(self, to: bytes, ids: tuple[str, ...]) -> None:
+        _, raw = sign_message(self.identity, to, Ack(ids=ids), seq=0)
+        await self.peers.resolve(to)
+        with contextlib.suppress(P2PError):  # the sender retries; we ack again then
+            await self.host.send(peer_id_from_public(to), raw)
+
+    def _host_violation(self, peer_id: str, reason: str) -> None:
+        with contextlib.suppress(PeerIdError):
+            self._score(public_from_peer_id(peer_id), reason)
+
+    def _score(self, peer: bytes, reason: str) -> None:
+        self.scores[peer] += 1
+        log.info("peer %s misbehaved (%s), score %d", peer_id_from_public(peer), reason,
+                 self.scores[peer])
+        if self.scores[peer] >= BAN_SCORE and not self.is_banned(peer):
+            self._banned[peer] = self.clock() + BAN_FOR
+            log.warning("banning peer %s for %.0f s", peer_id_from_public(peer), BAN_FOR)
+            self._job(self.host.disconnect, peer_id_from_public(peer))
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            self._apply(self.receiver.tick(self.clock()), "direct")
+
+    # -- mailbox -------------------------------------------------------------------------------
+
+    async def _mailbox_loop(self) -> None:
+        while True:
+            try:
+                await self.fetch_mailbox()
+            except (P2PError, RecordError, OSError) as exc:
+                log.warning("mailbox fetch failed: %s", exc)
+            await asyncio.sleep(self.policy.mailbox_poll)
+
+    async def fetch_mailbox(self) -> int:
+        """Fetch, open and process the mail waiting for us; returns how many mails were read."""
+        if self.dht is None:
+            return 0
+        count = 0
+        for record in await self.dht.get_all(mailbox_key(self.identity.public), max_pages=8):
+            body = record.body
+            if not isinstance(body, Mail) or body.recipient != self.identity.public:
+                continue
+            try:
+                raw = unseal(self._enc_key, body.ephemeral, body.nonce, body.ciphertext)
+            except SealError:
+                self._score(record.publisher, "mail that does not open")
+                continue
+            count += 1
+            self._handle(record.publisher, raw, via="mailbox")
+        return count
+
+    async def _deposit(self, entry: OutboxEntry) -> str:
+        """Seal a message into the recipient's mailbox; returns an error, or "" when stored."""
+        if self.dht is None:
+            return "no DHT for offline delivery"
+        info = await self.peers.resolve(entry.recipient, fresh=True)
+        if info is None:
+            return "recipient has no peer record (its encryption key is unknown)"
+        ephemeral, nonce, ciphertext = seal(info.enc_key, entry.raw)
+        if len(ciphertext) > MAIL_CIPHERTEXT_MAX:
+            return "message too large for offline delivery"
+        mail = Mail(id=entry.id, recipient=entry.recipient, ephemeral=ephemeral, nonce=nonce,
+                    ciphertext=ciphertext)
+        report = await self.dht.put(sign_record(self.identity, mail, seq=1))
+        return "" if report.ok else f"mailbox store refused: {report.refused}"
+
+    async def _tombstone_mail(self, entry: OutboxEntry) -> None:
+        if self.dht is None:
+            return
+        tomb = Tombstone(target_kind="mail", target_id=entry.id, recipient=entry.recipient)
+        await self.dht.put(sign_record(self.identity, tomb, seq=2), remember=False)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while True:
+            due = self.outbox.due(now=self.clock())
+            if due:
+                groups: dict[bytes, list[OutboxEntry]] = defaultdict(list)
+                for entry in due:
+                    groups[entry.recipient].append(entry)
+                await asyncio.gather(*(self._send_group(r, g) for r, g in groups.items()))
+                continue
+            next_due = self.outbox.next_due()
+            wait = 5.0 if next_due is None else max(0.0, min(5.0, next_due - self.clock()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _send_group(self, recipient: bytes, entries: list[OutboxEntry]) -> None:
+        peer_id = peer_id_from_public(recipient)
+        await self.peers.resolve(recipient)
+        unreachable = ""
+        for entry in entries:
+            now = self.clock()
+            if now - entry.created > self.policy.max_age:
+                self.outbox.fail(entry.id, "gave up: too old", now=now)
+                self._notify(MessageFailed(entry.id, "gave up: too old"))
+                continue
+            if not unreachable:
+                try:
+                    await self.host.send(peer_id, entry.raw)
+                except P2PError as exc:
+                    unreachable = str(exc) or type(exc).__name__
+                else:
+                    self.outbox.attempted(entry.id, via="direct", now=now,
+                                          retry_at=now + self.policy.ack_timeout)
+                    continue
+            await self._undeliverable(entry, unreachable, now)
+
+    async def _undeliverable(self, entry: OutboxEntry, error: str, now: float) -> None:
+        if entry.attempts + 1 >= self.policy.direct_before_mailbox and entry.via != "mailbox":
+            failure = await self._deposit(entry)
+            if not failure:
+                self.outbox.attempted(entry.id, via="mailbox", now=now,
+                                      retry_at=now + self.policy.mailbox_recheck)
+                return
+            error = f"{error}; {failure}"
+        self.outbox.attempted(entry.id, via=entry.via, error=error, now=now,
+                              retry_at=now + self.policy.backoff(entry.attempts))
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _job(self, fn: Callable[..., Awaitable[None]], *args: object) -> None:
+        try:
+            self._jobs.put_nowait(lambda: fn(*args))
+        except asyncio.QueueFull:
+            log.warning("messenger job queue full; dropping %s", getattr(fn, "__name__", fn))
+
+    async def _job_loop(self) -> None:
+        while True:
+            job = await self._jobs.get()
+            try:
+                await job()
+            except (P2PError, RecordError, OSError) as exc:
+                log.warning("messenger job failed: %s", exc)
+
+    def _notify(self, event: MessengerEvent) -> None:
+        for listener in list(self.listeners):
+            listener(event)

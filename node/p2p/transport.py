@@ -1,0 +1,58 @@
+"""The seam between the node and its peer-to-peer transport (httpcore-style).
+
+`Host` is what the node uses: the libp2p implementation (`node.p2p.host.Libp2pHost`) and an
+in-memory one (`node.p2p.memory.MemoryHost`) for tests of market logic both provide it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
+
+MSG_PROTOCOL = "/p2pmarket/msg/1.0.0"
+BLOB_PROTOCOL = "/p2pmarket/blob/1.0.0"
+
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+ViolationHook = Callable[[str, str], None]
+
+
+class P2PError(Exception):
+    """Base of transport errors seen by the node."""
+
+
+class PeerUnreachable(P2PError):
+    """Could not dial the peer or write to it."""
+
+
+class RequestTimeout(P2PError):
+    """The peer did not answer a request in time."""
+
+
+class RemoteError(P2PError):
+    """The peer answered a request with an error or broke the stream."""
+
+
+class Host(Protocol):
+    peer_id: str
+    on_violation: ViolationHook | None
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def listen_addrs(self) -> list[str]: ...
+
+    def add_peer(self, peer_id: str, addrs: list[str]) -> None: ...
+
+    async def send(self, peer_id: str, payload: bytes) -> None: ...
+
+    def incoming(self) -> AsyncIterator[tuple[str, bytes]]: ...
+
+    def set_request_handler(self, protocol: str, handler: RequestHandler) -> None: ...
+
+    async def request(self, peer_id: str, protocol: str, payload: bytes,
+                      timeout: float = 10.0, max_response: int = ...) -> bytes: ...
+
+    async def disconnect(self, peer_id: str) -> None: ...
+
+    def connected_peers(self) -> list[str]: ...
