@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from node.p2p.memory import MemoryHost, MemoryNetwork
-from node.p2p.messenger import Messenger, MessageReceived, RetryPolicy
+from node.p2p.messenger import MessageReceived, Messenger, RetryPolicy
 from node.p2p.outbox import Outbox, State
 from node.p2p.peers import PeerDirectory
 from p2pmarket.identity import Identity
@@ -77,7 +77,7 @@ async def running(*peers: Peer) -> AsyncIterator[None]:
 async def until(predicate: object, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # noqa: ASYNC110 - polls state owned by other tasks
 
 
 def texts(p: Peer, sender: Peer) -> list[str]:
