@@ -76,8 +76,8 @@ async def running(*peers: Peer) -> AsyncIterator[None]:
 
 async def until(predicate: object, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 - polls state owned by other tasks
+        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 - polls other tasks' state
+            await asyncio.sleep(0.02)
 
 
 def texts(p: Peer, sender: Peer) -> list[str]:
