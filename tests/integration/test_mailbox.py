@@ -9,7 +9,7 @@ import pytest
 from dht.server import DhtNode
 from dht.testing import dht_network
 from node.p2p.memory import MemoryHost, MemoryNetwork
-from node.p2p.messenger import Messenger, MessageReceived, RetryPolicy
+from node.p2p.messenger import MessageReceived, Messenger, RetryPolicy
 from node.p2p.outbox import Outbox, State
 from node.p2p.peers import PeerDirectory
 from p2pmarket.bodies import Mail, Tombstone
