@@ -1,0 +1,87 @@
+"""The running node: DHT, peer-to-peer host, messaging and blobs, wired together.
+
+`Node` owns its parts and runs their loops in one TaskGroup; `run()` returns when `stop` is set
+and everything has been shut down in order (channels, then DHT, then the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from dht.bootstrap import save_neighbours
+from dht.server import DhtNode
+from dht.storage import RecordStore
+from node.p2p.blobs import BlobService, BlobStore
+from node.p2p.messenger import Messenger, RetryPolicy
+from node.p2p.outbox import Outbox
+from node.p2p.peers import PeerDirectory
+from node.p2p.transport import Host
+from p2pmarket.identity import Identity
+from p2pmarket.storage import Database
+
+log = logging.getLogger(__name__)
+
+PEER_RECORD_EVERY = 600.0
+
+
+class Node:
+    def __init__(self, identity: Identity, db: Database, host: Host, *, datadir: Path,
+                 dht: DhtNode | None = None, policy: RetryPolicy | None = None) -> None:
+        self.identity, self.db, self.host, self.datadir = identity, db, host, datadir
+        self.dht = dht or DhtNode(identity, RecordStore(db))
+        self.outbox = Outbox(db)
+        self.peers = PeerDirectory(identity, host, self.dht)
+        self.messenger = Messenger(identity, host, self.outbox, self.peers, self.dht,
+                                   policy=policy)
+        self.blobs = BlobService(host, BlobStore(datadir / "blobs"))
+        self.ready = asyncio.Event()
+
+    async def start(self, *, dht_host: str, dht_port: int) -> None:
+        """Bind the DHT socket and start the p2p host (no network traffic yet)."""
+        await self.dht.listen(dht_port, dht_host)
+        await self.host.start()
+        log.info("node %s: DHT on %s:%d, p2p on %s", self.identity.peer_id, *self.dht.address,
+                 " ".join(self.host.listen_addrs()))
+
+    async def run(self, stop: asyncio.Event, bootstrap: list[tuple[str, int]]) -> None:
+        """Join, serve and keep records alive until `stop` is set; then shut down cleanly."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._join(bootstrap)),
+                         tg.create_task(self.dht.serve()),
+                         tg.create_task(self.messenger.run())]
+                await stop.wait()
+                log.info("stopping")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self.close()
+
+    async def _join(self, bootstrap: list[tuple[str, int]]) -> None:
+        if not bootstrap:
+            log.warning("no bootstrap peers known: waiting for others to contact this node "
+                        "(add some with --bootstrap host:port)")
+        else:
+            contacts = await self.dht.bootstrap(bootstrap)
+            if self.dht.bootstrapped:
+                log.info("joined the DHT: %d contacts", contacts)
+            else:
+                log.warning("no bootstrap peer answered (%d tried); retrying with backoff",
+                            len(bootstrap))
+        self.ready.set()
+        while True:  # keep our peer record (addresses, encryption key) fresh
+            published = self.dht.contact_count() > 0 and await self.peers.publish()
+            await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
+
+    async def close(self) -> None:
+        if self.dht.transport is not None:
+            neighbours = self.dht.neighbours()
+            if neighbours:
+                try:
+                    save_neighbours(self.datadir, neighbours)
+                except OSError as exc:
+                    log.warning("could not save neighbours: %s", exc)
+        await self.host.stop()
+        self.dht.stop()
