@@ -71,23 +71,34 @@ class Lookup:
         self._candidates: dict[bytes, _Candidate] = {}
         self._result = LookupResult(closest=[])
         self._add(seeds, depth=1)
+        if not self._candidates:  # every seed looks dead: better to try them than give up
+            self._add(seeds, depth=1, skip_dead=False)
 
-    def _add(self, nodes: list[Node], depth: int) -> None:
+    def _add(self, nodes: list[Node], depth: int, skip_dead: bool = True) -> None:
         own = self.protocol.source_node.id
         for node in nodes:
-            if node.id == own or node.id in self._candidates or self.protocol.is_dead(node):
+            if node.id == own or node.id in self._candidates or (
+                    skip_dead and self.protocol.is_dead(node)):
                 continue
             self._candidates[node.id] = _Candidate(node, node.distance_to(self.target), depth)
 
     def _nearest(self) -> list[_Candidate]:
-        """The k nearest candidates still worth asking or waiting for."""
+        """The k nearest candidates still worth asking or waiting for.
+
+        A value lookup that found nothing among the k nearest looks one window further: a
+        write made while some of the k nearest were unreachable landed just beyond them.
+        """
         live = (c for c in self._candidates.values() if c.state is not _State.FAILED)
-        return sorted(live, key=lambda c: c.distance)[: self.ksize]
+        window = self.ksize * 2 if self.want_values and not self._result.answers else self.ksize
+        return sorted(live, key=lambda c: c.distance)[:window]
 
     def _finished(self) -> bool:
         if self.want_values and len(self._result.answers) >= self.quorum:
             return True
-        return all(c.state in self._settled for c in self._nearest())
+        # with no value yet, a slow call may still bring one: wait for it (up to its timeout)
+        settled = (_State.DONE,) if self.want_values and not self._result.answers \
+            else self._settled
+        return all(c.state in settled for c in self._nearest())
 
     async def run(self) -> LookupResult:
         loop = asyncio.get_running_loop()

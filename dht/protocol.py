@@ -116,10 +116,12 @@ class MarketProtocol(KademliaProtocol):
         self.send_delay = send_delay
         self.clock = clock
         self.stats = Stats()
-        self.store_limit = RateLimiter(rate=50, burst=200)
-        self.find_limit = RateLimiter(rate=300, burst=600)
+        # generous enough for a seller (re)publishing hundreds of listings, not for a flood
+        self.store_limit = RateLimiter(rate=200, burst=1000)
+        self.find_limit = RateLimiter(rate=500, burst=1000)
         self._pending: dict[bytes, _Pending] = {}
         self._verified: dict[bytes, Addr] = {}
+        self._welcomed: set[bytes] = set()
         self._verifying: set[tuple[bytes, Addr]] = set()
         self._failures: dict[bytes, int] = {}
         self._dead_until: dict[bytes, float] = {}
@@ -216,6 +218,7 @@ class MarketProtocol(KademliaProtocol):
         pending = self._pending.pop(msg_id, None)
         if pending is not None and not pending.future.done():
             self.stats.timeouts += 1
+            self.rtt.timed_out()
             pending.future.set_result((False, None))
 
     def call_node(self, node: Node, name: str, *args: object) -> asyncio.Future[Result]:
@@ -235,11 +238,19 @@ class MarketProtocol(KademliaProtocol):
             return
         count = self._failures.get(node.id, 0) + 1
         self._failures[node.id] = count
-        self._dead_until[node.id] = self.clock() + DEAD_FOR
-        if count >= FAILURES_BEFORE_EVICTION:
-            log.debug("evicting %s after %d failed calls", node, count)
+        if count >= FAILURES_BEFORE_EVICTION:  # one lost datagram is not a dead node
+            self._dead_until[node.id] = self.clock() + DEAD_FOR
+            self._evict(node)
+
+    def _evict(self, node: Node) -> None:
+        """Drop a failing contact, but only for a replacement: a node whose own loop is stalled
+        sees everyone time out and must not empty its table (it would lose the network)."""
+        bucket = self.router.buckets[self.router.get_bucket_for(node)]
+        if node.id in bucket.nodes and bucket.replacement_nodes:
+            log.debug("evicting %s after %d failed calls", node, self._failures[node.id])
             self.router.remove_contact(node)
             self._verified.pop(node.id, None)
+            self._welcomed.discard(node.id)
 
     def is_dead(self, node: Node) -> bool:
         until = self._dead_until.get(node.id)
@@ -261,10 +272,13 @@ class MarketProtocol(KademliaProtocol):
             return
         addr = (node.ip, node.port)
         if self._verified.get(node.id) == addr:
-            new = self.router.is_new_node(node)
             self.router.add_contact(node)
-            if new and self.on_new_contact is not None:
-                self.on_new_contact(node)
+            # hand records over once per contact (not each time a replacement-cache node
+            # speaks: that would re-send every record we hold on every message)
+            if node.id not in self._welcomed:
+                self._welcomed.add(node.id)
+                if self.on_new_contact is not None:
+                    self.on_new_contact(node)
             return
         key = (node.id, addr)
         if key in self._verifying or len(self._verifying) >= MAX_VERIFYING:

@@ -8,11 +8,13 @@ refresh, expiry, bootstrap retries) and is meant to live in the node's TaskGroup
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from kademlia.network import Server
@@ -33,6 +35,10 @@ REPUBLISH_EVERY = 3600.0
 REFRESH_EVERY = 900.0
 UPKEEP_EVERY = 30.0
 MAX_BACKOFF = 300.0
+STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+SOCKET_BUFFER = 4 * 1024 * 1024
+HANDOVER_BATCH = 10
+HANDOVER_PAUSE = 0.1
 
 
 class DhtError(Exception):
@@ -94,6 +100,9 @@ class DhtNode(Server):
         self.bootstrapped = False
         self._next_bootstrap: float | None = None
         self._backoff = 1.0
+        self._handover_queue: collections.deque[Node] = collections.deque()
+        self._handover_keys: Iterator[bytes] | None = None
+        self._handover_timer: asyncio.Handle | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -108,6 +117,12 @@ class DhtNode(Server):
         loop = asyncio.get_running_loop()
         self.transport, self.protocol = await loop.create_datagram_endpoint(
             self._create_protocol, local_addr=(interface, port))
+        sock = self.transport.get_extra_info("socket")
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            # bursts of answers (value pages) overflow the default ~200 KiB receive buffer and
+            # the kernel drops them silently; the kernel caps this at net.core.rmem_max
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
         log.info("DHT node %s listening on %s", self.identity.node_id.hex()[:12], self.address)
 
     @property
@@ -118,6 +133,9 @@ class DhtNode(Server):
         return str(host), int(port)
 
     def stop(self) -> None:
+        if self._handover_timer is not None:
+            self._handover_timer.cancel()
+            self._handover_timer = None
         if self.protocol is not None:
             self.protocol.close()
         self.transport = None
@@ -178,14 +196,25 @@ class DhtNode(Server):
                 n.distance_to(target) for n in nodes):
             report.stored_locally = self.records.put(key, record, now=self.clock()).value in (
                 "stored", "refreshed")
-        answers = await asyncio.gather(
-            *(proto.call_node(n, "store", self.node.id, key, record.raw) for n in nodes))
-        for ok, answer in answers:
-            if ok and answer in ("stored", "refreshed"):
-                report.accepted += 1
-            else:
-                reason = str(answer) if ok else "timeout"
-                report.refused[reason] = report.refused.get(reason, 0) + 1
+        pending = nodes
+        for delay in STORE_RETRY_DELAYS:
+            answers = await asyncio.gather(
+                *(proto.call_node(n, "store", self.node.id, key, record.raw) for n in pending))
+            limited = []
+            for node, (ok, answer) in zip(pending, answers, strict=True):
+                if ok and answer in ("stored", "refreshed"):
+                    report.accepted += 1
+                elif ok and isinstance(answer, dict) and answer.get("error") == "rate-limited":
+                    limited.append(node)
+                else:
+                    reason = str(answer) if ok else "timeout"
+                    report.refused[reason] = report.refused.get(reason, 0) + 1
+            pending = limited
+            if not pending:
+                break
+            await asyncio.sleep(delay)  # the peer asked us to slow down
+        if pending:
+            report.refused["rate-limited"] = len(pending)
         if remember and record.publisher == self.identity.public:
             self.records.remember_published(key, record, now=self.clock())
         return report
@@ -233,14 +262,18 @@ class DhtNode(Server):
                 continue
         return found
 
-    async def _more_pages(self, key: bytes, answers: list[Answer], max_pages: int
-                          ) -> list[Answer]:
-        """Follow the paging of the replica that has the most to say."""
+    async def _more_pages(self, key: bytes, answers: list[Answer], max_pages: int,
+                          replicas: int = 2) -> list[Answer]:
+        """Follow the paging of the replicas that have the most to say (union of them)."""
+        sources = [a for a in sorted(answers, key=lambda a: -len(a.records))
+                   if a.next is not None][:replicas]
+        pages = await asyncio.gather(*(self._pages_from(key, a, max_pages) for a in sources))
+        return [answer for got in pages for answer in got]
+
+    async def _pages_from(self, key: bytes, source: Answer, max_pages: int) -> list[Answer]:
         more: list[Answer] = []
-        source = next((a for a in sorted(answers, key=lambda a: -len(a.records))
-                       if a.next is not None), None)
-        offset, pages = (source.next if source else None), 1
-        while source is not None and offset is not None and pages < max_pages:
+        offset, pages = source.next, 1
+        while offset is not None and pages < max_pages:
             ok, answer = await self._proto().call_node(
                 source.node, "find_value", self.node.id, key, offset)
             if not ok or not isinstance(answer, dict):
@@ -266,18 +299,49 @@ class DhtNode(Server):
     # -- upkeep ------------------------------------------------------------------------------
 
     def _replicate_to(self, node: Node) -> None:
-        """A new contact: give it the records it should hold that we are closest for."""
-        proto = self._proto()
-        for key in self.records.keys(now=self.clock()):
-            target = Node(key)
-            neighbours = proto.router.find_neighbors(target, k=self.ksize)
-            if neighbours:
-                far = neighbours[-1].distance_to(target)
-                if not (node.distance_to(target) < far
-                        and self.node.distance_to(target) < neighbours[0].distance_to(target)):
-                    continue
-            for raw in self.records.values(key, now=self.clock()):
-                proto.call_node(node, "store", self.node.id, key, raw)
+        """A new contact: queue a paced hand-over of the records it should hold.
+
+        Paced by timers (HANDOVER_BATCH stores per HANDOVER_PAUSE), one contact at a time: a
+        burst of hundreds of STOREs would overflow the newcomer's socket and our own.
+        """
+        self._handover_queue.append(node)
+        if self._handover_timer is None:
+            self._handover_timer = asyncio.get_running_loop().call_soon(self._handover_step)
+
+    def _handover_step(self) -> None:
+        self._handover_timer = None
+        proto = self.protocol
+        if proto is None or self.transport is None:
+            self._handover_queue.clear()
+            return
+        sent = 0
+        while self._handover_queue and sent < HANDOVER_BATCH:
+            node = self._handover_queue[0]
+            if self._handover_keys is None:
+                self._handover_keys = iter(self.records.keys(now=self.clock()))
+            key = next(self._handover_keys, None)
+            if key is None:
+                self._handover_queue.popleft()
+                self._handover_keys = None
+                continue
+            if self._should_hold(proto, node, key):
+                for raw in self.records.values(key, now=self.clock()):
+                    proto.call_node(node, "store", self.node.id, key, raw)
+                    sent += 1
+        if self._handover_queue:
+            self._handover_timer = asyncio.get_running_loop().call_later(
+                HANDOVER_PAUSE, self._handover_step)
+
+    def _should_hold(self, proto: MarketProtocol, node: Node, key: bytes) -> bool:
+        """Stock rule (paper 2.5): the newcomer is closer than our k-th neighbour for the key
+        and we are the closest holder we know, so exactly one node hands each record over."""
+        target = Node(key)
+        neighbours = proto.router.find_neighbors(target, k=self.ksize)
+        if not neighbours:
+            return True
+        newcomer_close = node.distance_to(target) < neighbours[-1].distance_to(target)
+        we_closest = self.node.distance_to(target) < neighbours[0].distance_to(target)
+        return bool(newcomer_close and we_closest)
 
     async def republish(self) -> int:
         """Re-put this node's own records that were last published long enough ago."""

@@ -260,7 +260,7 @@ async def test_rate_limited_store_flood(net: list[DhtNode]) -> None:
     me = Identity.generate()
     rec = sign_record(me, make_listing(), seq=1)
     answers: list[object] = []
-    for _ in range(8):  # batches, so the loopback socket buffer does not drop datagrams
+    for _ in range(30):  # batches, so the loopback socket buffer does not drop datagrams
         answers += await asyncio.gather(*(raw_store(attacker, target, record_key(rec), rec.raw)
                                           for _ in range(50)))
     assert {"error": "rate-limited"} in answers
