@@ -33,30 +33,34 @@ DAY = 86_400
 class Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Base of every record body; `KIND` names the record kind it travels in.
 
-    Bodies are msgpack maps so validation errors name the field (`$.title`); the small nested
-    structs are arrays to keep a listing well inside one datagram.
+    Bodies and their parts are msgpack maps, so validation errors name the field
+    (`$.price.amount`) and JSON clients send plain objects.
     """
 
     KIND: ClassVar[str] = ""
 
 
-class Price(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+class _Part(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of the small structs nested in bodies (maps, so JSON clients can send objects)."""
+
+
+class Price(_Part, frozen=True):
     amount: Amount  # minor units: cents, or sats for BTC
     currency: Currency
 
 
-class Location(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+class Location(_Part, frozen=True):
     country: CountryCode
     geohash: GeohashStr
 
 
-class ImageRef(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+class ImageRef(_Part, frozen=True):
     sha256: Key32
     mime: Mime
     size: Annotated[int, Meta(ge=1, le=MAX_IMAGE_BYTES)]
 
 
-class ShippingOption(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+class ShippingOption(_Part, frozen=True):
     region: Annotated[str, Meta(min_length=1, max_length=40)]  # country code or "worldwide"
     price: Amount  # in the listing's currency
     days_min: Days
@@ -67,7 +71,7 @@ class ShippingOption(msgspec.Struct, frozen=True, array_like=True, forbid_unknow
             raise ValueError("shipping days_max is before days_min")
 
 
-class EscrowTerms(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+class EscrowTerms(_Part, frozen=True):
     """Deadlines in seconds: to fund after acceptance, to open a dispute, for the ruling."""
 
     funding_timeout: Annotated[int, Meta(ge=3600, le=30 * DAY)] = 2 * DAY
@@ -170,6 +174,20 @@ class Mail(Body, frozen=True):
     ciphertext: Annotated[bytes, Meta(min_length=16, max_length=6000)]
 
 
+ReportReason = Literal["scam", "prohibited", "counterfeit", "spam", "offensive", "other"]
+
+
+class Report(Body, frozen=True):
+    """A signed report about a listing; each reporter has one slot per listing."""
+
+    KIND: ClassVar[str] = "report"
+
+    listing_publisher: Key32
+    listing_id: ObjectId
+    reason: ReportReason
+    text: Annotated[str, Meta(max_length=1000)] = ""
+
+
 DeletableKind = Literal["listing", "profile", "arbiter", "mail"]
 
 
@@ -191,7 +209,8 @@ class Tombstone(Body, frozen=True):
 
 
 BODY_TYPES: dict[str, type[Body]] = {
-    t.KIND: t for t in (Listing, Profile, Peer, IndexEntry, Review, Arbiter, Mail, Tombstone)
+    t.KIND: t for t in (Listing, Profile, Peer, IndexEntry, Review, Arbiter, Mail, Tombstone,
+                        Report)
 }
 
 # The longest a record of each kind may live; also what a storing DHT node accepts.
@@ -204,4 +223,5 @@ MAX_TTL: dict[str, int] = {
     "arbiter": 30 * DAY,
     "mail": 14 * DAY,
     "tombstone": 30 * DAY,
+    "report": 90 * DAY,
 }

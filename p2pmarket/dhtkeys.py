@@ -17,13 +17,14 @@ from p2pmarket.bodies import (
     Mail,
     Peer,
     Profile,
+    Report,
     Review,
     Tombstone,
 )
 from p2pmarket.records import Record
 
 KEY_SIZE = 20  # 160-bit Kademlia keys
-MULTI_KINDS = frozenset({"index", "mail", "review", "arbiter"})
+MULTI_KINDS = frozenset({"index", "mail", "review", "arbiter", "report"})
 
 
 def _h(*parts: bytes | str) -> bytes:
@@ -52,6 +53,10 @@ def reviews_key(seller: bytes) -> bytes:
     return _h("reviews", seller)
 
 
+def reports_key(listing_publisher: bytes, listing_id: str) -> bytes:
+    return _h("reports", listing_publisher, listing_id)
+
+
 ARBITERS_KEY = _h("arbiters")
 
 
@@ -77,6 +82,8 @@ def record_key(record: Record[Body]) -> bytes:
             return reviews_key(body.seller)
         case Arbiter():
             return ARBITERS_KEY
+        case Report():
+            return reports_key(body.listing_publisher, body.listing_id)
     raise ValueError(f"no DHT key for kind {record.kind!r}")
 
 

@@ -57,7 +57,10 @@ tombstone = st.builds(b.Tombstone, target_kind=st.sampled_from(["listing", "prof
                       target_id=object_id) | st.builds(
     b.Tombstone, target_kind=st.just("mail"), target_id=object_id, recipient=key32)
 
+report = st.builds(b.Report, listing_publisher=key32, listing_id=object_id,
+                   reason=st.sampled_from(["scam", "spam", "other"]), text=text)
+
 BY_KIND = {
     "listing": listing, "profile": profile, "peer": peer, "index": index, "review": review,
-    "arbiter": arbiter, "mail": mail, "tombstone": tombstone,
+    "arbiter": arbiter, "mail": mail, "tombstone": tombstone, "report": report,
 }

@@ -1,0 +1,1 @@
+"""Market services: listings, search, profiles, negotiation, orders, reviews, moderation."""

@@ -1,0 +1,178 @@
+"""My listings: create, edit (seq + 1), delete (tombstone), publish with their index entries.
+
+Every publish writes the listing record and one signed index entry per search term (keyword,
+category prefix, geohash prefix). The DHT node republishes them before they expire; terms a new
+version no longer has are forgotten so they fade out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from dht.server import DhtNode
+from node.market.terms import listing_terms
+from p2pmarket.bodies import MAX_TTL, IndexEntry, IndexScope, Listing, Tombstone
+from p2pmarket.dhtkeys import index_key
+from p2pmarket.identity import Identity
+from p2pmarket.records import AnyRecord, Record, RecordError, decode_record, sign_record
+from p2pmarket.storage import Database
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE my_listings (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        raw BLOB NOT NULL,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        updated REAL NOT NULL
+    );
+    """,
+]
+PUBLISH_CONCURRENCY = 8
+GONE_TTL = 86_400
+
+
+class ListingError(Exception):
+    """A listing operation a person can fix: the message says what is wrong."""
+
+
+class ListingInvalid(ListingError):
+    pass
+
+
+class ListingNotFound(ListingError):
+    pass
+
+
+def new_listing_id() -> str:
+    return base64.urlsafe_b64encode(os.urandom(12)).decode()
+
+
+def build_listing(fields: dict[str, Any]) -> Listing:
+    """A listing from JSON-like fields, validated by the schema (errors name the field)."""
+    try:
+        return msgspec.convert(fields, type=Listing, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ListingInvalid(str(exc)) from exc
+    except ValueError as exc:  # __post_init__ checks (category, blank title)
+        raise ListingInvalid(str(exc)) from exc
+
+
+class Listings:
+    def __init__(self, identity: Identity, db: Database, dht: DhtNode) -> None:
+        self.identity, self.db, self.dht = identity, db, dht
+        db.migrate("listings", MIGRATIONS)
+        self._limit = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def get(self, listing_id: str) -> Record[Listing]:
+        row = self.db.query_one("SELECT raw FROM my_listings WHERE id=? AND deleted=0",
+                                (listing_id,))
+        if row is None:
+            raise ListingNotFound(f"no listing {listing_id!r} of yours")
+        return self._decode(row["raw"])
+
+    def mine(self) -> list[Record[Listing]]:
+        rows = self.db.query("SELECT raw FROM my_listings WHERE deleted=0 ORDER BY updated DESC")
+        return [self._decode(r["raw"]) for r in rows]
+
+    def _decode(self, raw: bytes) -> Record[Listing]:
+        record = decode_record(raw, allow_expired=True)
+        assert isinstance(record.body, Listing)
+        return record  # type: ignore[return-value]
+
+    # -- changes -------------------------------------------------------------------------------
+
+    async def create(self, fields: dict[str, Any]) -> Record[Listing]:
+        fields = {**fields, "id": fields.get("id") or new_listing_id()}
+        if self.db.query_one("SELECT 1 FROM my_listings WHERE id=?", (fields["id"],)):
+            raise ListingInvalid(f"listing id {fields['id']!r} is already used")
+        return await self._save(build_listing(fields), seq=1)
+
+    async def edit(self, listing_id: str, changes: dict[str, Any]) -> Record[Listing]:
+        current = self.get(listing_id)
+        merged = {**msgspec.to_builtins(current.body), **changes, "id": listing_id}
+        return await self._save(build_listing(merged), seq=current.seq + 1, old=current.body)
+
+    async def sold(self, listing_id: str, quantity: int) -> Record[Listing] | None:
+        """Decrement the quantity after a sale; a listing at 0 is marked sold out in the DHT."""
+        try:
+            current = self.get(listing_id)
+        except ListingNotFound:
+            return None
+        left = max(0, current.body.quantity - quantity)
+        return await self.edit(listing_id, {"quantity": left})
+
+    async def delete(self, listing_id: str) -> None:
+        current = self.get(listing_id)
+        tomb = sign_record(self.identity, Tombstone(target_kind="listing", target_id=listing_id),
+                           seq=current.seq + 1)
+        with self.db.transaction():
+            self.db.execute("UPDATE my_listings SET deleted=1, seq=?, updated=? WHERE id=?",
+                            (tomb.seq, time.time(), listing_id))
+        self._forget_terms(current.body, keep=[])
+        await self.dht.put(tomb)
+        # index entries now point at the tombstone, so readers drop their cached copy; they
+        # live one day and are not republished
+        gone = [sign_record(self.identity, IndexEntry(
+            scope=scope, term=term, listing_id=listing_id, listing_seq=tomb.seq,
+            title=current.body.title, price=current.body.price, category=current.body.category),
+            seq=tomb.seq, ttl=GONE_TTL) for scope, term in listing_terms(current.body)]
+        await self._put_all(gone, remember=False)
+
+    async def _save(self, listing: Listing, *, seq: int, old: Listing | None = None
+                    ) -> Record[Listing]:
+        try:
+            record = sign_record(self.identity, listing, seq=seq)
+        except RecordError as exc:
+            raise ListingInvalid(str(exc)) from exc
+        self.db.execute(
+            "INSERT INTO my_listings (id, seq, raw, updated) VALUES (?,?,?,?) "
+            "ON CONFLICT (id) DO UPDATE SET seq=excluded.seq, raw=excluded.raw, "
+            "updated=excluded.updated, deleted=0", (listing.id, seq, record.raw, time.time()))
+        if old is not None:
+            self._forget_terms(old, keep=listing_terms(listing))
+        await self.publish(record)
+        return record
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def index_entries(self, record: Record[Listing]) -> list[AnyRecord]:
+        listing = record.body
+        ttl = min(MAX_TTL["index"], record.expires - record.created)
+        return [sign_record(self.identity, IndexEntry(
+            scope=scope, term=term, listing_id=listing.id, listing_seq=record.seq,
+            title=listing.title, price=listing.price, category=listing.category),
+            seq=record.seq, created=record.created, ttl=ttl)
+            for scope, term in listing_terms(listing)]
+
+    async def publish(self, record: Record[Listing]) -> int:
+        """Put the listing and its index entries; returns how many of them were stored."""
+        results = await self._put_all([record, *self.index_entries(record)])
+        if not results[0]:
+            log.warning("listing %s was not stored anywhere (no DHT peers?)", record.body.id)
+        return sum(results)
+
+    async def _put_all(self, records: Sequence[AnyRecord], remember: bool = True) -> list[bool]:
+        async def put(rec: AnyRecord) -> bool:
+            async with self._limit:
+                return (await self.dht.put(rec, remember=remember)).ok
+
+        return list(await asyncio.gather(*map(put, records)))
+
+    def _forget_terms(self, listing: Listing, keep: list[tuple[IndexScope, str]]) -> None:
+        for scope, term in listing_terms(listing):
+            if (scope, term) not in keep:
+                self.dht.records.forget_published(index_key(scope, term), self.identity.public,
+                                                  listing.id)
