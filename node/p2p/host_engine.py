@@ -1,0 +1,413 @@
+"""The trio side of `Libp2pHost`: the libp2p host, its stream handlers, writers and requests.
+
+Runs inside the shared trio guest run (`host_runtime`); `host.Libp2pHost` is its asyncio face.
+libp2p and trio exceptions become `transport` errors here, before anything crosses over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerstore import PERMANENT_ADDR_TTL
+
+from node.p2p.framing import FrameDecoder, FrameError, FrameTooLarge, encode_frame
+from node.p2p.host_libp2p import (
+    READ_CHUNK,
+    EndOfStream,
+    build_host,
+    close_stream,
+    read_frame,
+    remote_peer,
+    reset_stream,
+)
+from node.p2p.host_limits import PeerBuckets
+from node.p2p.host_runtime import RuntimeStopped, TrioRuntime
+from node.p2p.transport import (
+    MSG_PROTOCOL,
+    P2PError,
+    PeerUnreachable,
+    RemoteError,
+    RequestHandler,
+    RequestTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+WRITE_TIMEOUT = 10.0            # one frame onto a stream (yamux itself gives up after 5 s)
+NEGOTIATE_TIMEOUT = 10.0        # multistream-select on a new stream
+REQUEST_READ_TIMEOUT = 10.0     # a requester must send its one frame within this
+CLOSE_TIMEOUT = 5.0             # libp2p host close on stop
+IDLE_WRITER_SECONDS = 120.0     # an outgoing message stream unused this long is closed
+MAX_MSG_STREAMS_PER_PEER = 4    # a peer needs one; a few allow for reopen races
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    seed: bytes
+    listen: Any  # a multiaddr.Multiaddr
+    max_frame: int
+    max_response: int
+    frame_rate: float
+    frame_burst: float
+    inbox_size: int
+    dial_timeout: float
+
+
+class Sink(Protocol):
+    """What the engine tells the asyncio side (always through `TrioRuntime.post`)."""
+
+    handler_tasks: set[asyncio.Task[Any]]
+
+    def frame_received(self, peer_id: str, payload: bytes) -> None: ...
+
+    def violation(self, peer_id: str, reason: str) -> None: ...
+
+    def exited(self) -> None: ...
+
+
+class _Outbound:
+    """The long-lived outgoing message stream to one peer and the frames queued for it."""
+
+    __slots__ = ("peer", "send", "recv", "stream")
+
+    def __init__(self, peer: ID) -> None:
+        self.peer = peer
+        self.send, self.recv = trio.open_memory_channel[tuple[bytes, asyncio.Future[None]]](
+            math.inf)
+        self.stream: INetStream | None = None
+
+
+class Engine:
+    """The trio side of one `Libp2pHost`: its libp2p host and every task serving it."""
+
+    def __init__(self, runtime: TrioRuntime, config: EngineConfig, sink: Sink,
+                 handlers: dict[str, RequestHandler], known: dict[str, list[Any]]) -> None:
+        self.runtime, self.config, self.sink = runtime, config, sink
+        self.handlers = handlers      # shared with the asyncio side: protocol -> handler
+        self.known = known            # shared with the asyncio side: peer id -> addresses
+        self.host: IHost | None = None
+        self.nursery: trio.Nursery | None = None
+        self._stop = trio.Event()
+        self._credits = trio.Semaphore(config.inbox_size)
+        self._buckets = PeerBuckets(config.frame_rate, config.frame_burst)
+        self._msg_streams: dict[str, int] = {}
+        self._outbound: dict[ID, _Outbound] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any) -> None:
+        """Listen, report (peer id, listen addresses), serve until `stop()`, close the host.
+
+        `task_status` is trio's `TaskStatus[tuple[str, list[str]]]` (the installed trio-typing
+        stubs, which mypy prefers over trio's own hints, predate that name).
+        """
+        started = False
+        try:
+            host = self.host = build_host(self.config.seed)
+            host.set_stream_handler(TProtocol(MSG_PROTOCOL), self._serve_messages)
+            for protocol in self.handlers:
+                self.register(protocol)
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                async with host.run(listen_addrs=[self.config.listen]):
+                    addrs = [str(a) for a in host.get_transport_addrs()]
+                    if not addrs:
+                        raise P2PError(f"could not listen on {self.config.listen}")
+                    task_status.started((host.get_id().to_base58(), addrs))
+                    started = True
+                    await self._stop.wait()
+                    with trio.move_on_after(CLOSE_TIMEOUT) as cs:
+                        await host.close()
+                    if cs.cancelled_caught:
+                        log.warning("libp2p host did not close within %.0f s", CLOSE_TIMEOUT)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            if not started:
+                raise
+            # one host failing must not take down the trio run the other hosts share
+            log.exception("libp2p host failed")
+        finally:
+            self.nursery = None
+            self.runtime.post(self.sink.exited)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def credit(self) -> None:
+        """The asyncio side took one frame off its queue: room for another."""
+        self._credits.release()
+
+    def register(self, protocol: str) -> None:
+        if self.host is not None:
+            self.host.set_stream_handler(TProtocol(protocol), self._serve_request)
+
+    def connected_peers(self) -> list[str]:
+        if self.host is None:
+            return []
+        connections = self.host.get_network().connections
+        return sorted(str(peer.to_base58()) for peer, conns in connections.items() if conns)
+
+    # -- dialing --------------------------------------------------------------------------------
+
+    def _require_host(self) -> IHost:
+        if self.host is None or self._stop.is_set():
+            raise RuntimeStopped("the libp2p host is not running")
+        return self.host
+
+    async def _connect(self, peer: ID, timeout: float) -> None:
+        """A live connection to `peer`, dialing its known addresses if needed."""
+        host = self._require_host()
+        network = host.get_network()
+        if any(not conn.is_closed for conn in network.get_connections(peer)):
+            return
+        addrs = self.known.get(peer.to_base58())
+        if addrs:
+            # our list replaces what libp2p holds (it dials stale addresses first otherwise),
+            # with a permanent TTL (libp2p's own connect() lets addresses expire after 120 s)
+            peerstore = host.get_peerstore()
+            peerstore.clear_addrs(peer)
+            peerstore.add_addrs(peer, addrs, PERMANENT_ADDR_TTL)
+        # libp2p refuses to redial a peer for 60 s after a failed dial; our callers keep
+        # their own backoff, so a peer that came back must be reachable at once
+        negative_cache = getattr(network, "_negative_peer_cache", None)
+        if negative_cache is not None:
+            negative_cache.evict(str(peer))
+        with trio.move_on_after(timeout) as cs:
+            try:
+                await network.dial_peer(peer)
+            except Exception as exc:
+                raise PeerUnreachable(f"cannot dial {peer}: {exc}") from exc
+        if cs.cancelled_caught:
+            raise PeerUnreachable(f"dialing {peer} took over {timeout} s")
+
+    async def _negotiate(self, peer: ID, protocol: str) -> INetStream:
+        host = self._require_host()
+        with trio.fail_after(NEGOTIATE_TIMEOUT):
+            return await host.new_stream(peer, [TProtocol(protocol)])
+
+    # -- sending messages -----------------------------------------------------------------------
+
+    def enqueue(self, peer_id: str, frame: bytes, fut: asyncio.Future[None]) -> None:
+        """Queue one frame for `peer_id` (called through the trio token, in call order)."""
+        # an exception here would crash the whole trio run: settle the future instead
+        try:
+            if self.nursery is None or self._stop.is_set():
+                raise RuntimeStopped("the libp2p host is not running")
+            peer = ID.from_base58(peer_id)
+            outbound = self._outbound.get(peer)
+            if outbound is None:
+                outbound = self._outbound[peer] = _Outbound(peer)
+                self.nursery.start_soon(self._writer, outbound)
+            outbound.send.send_nowait((frame, fut))
+        except Exception as exc:
+            self.runtime.post(_fail, fut, exc if isinstance(exc, P2PError) else P2PError(
+                f"cannot queue a frame for {peer_id}: {exc!r}"))
+
+    async def _writer(self, outbound: _Outbound) -> None:
+        """Write the frames queued for one peer, in order, one at a time."""
+        while True:
+            item = None
+            with trio.move_on_after(IDLE_WRITER_SECONDS):
+                item = await outbound.recv.receive()
+            if item is None:
+                if outbound.recv.statistics().current_buffer_used:
+                    continue  # queued while the timeout was being delivered
+                # idle: no await between the check above and this pop, so nothing is lost
+                self._outbound.pop(outbound.peer, None)
+                if outbound.stream is not None:
+                    await close_stream(outbound.stream)
+                return
+            frame, fut = item
+            if fut.done():  # its sender gave up before we got to it
+                continue
+            try:
+                await self._write(outbound, frame)
+            except P2PError as exc:
+                self.runtime.post(_fail, fut, exc)
+                # frames queued behind a failed one fail too, so none overtakes it
+                while True:
+                    try:
+                        _, later = outbound.recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self.runtime.post(_fail, later, PeerUnreachable(str(exc)))
+            else:
+                self.runtime.post(_succeed, fut)
+
+    async def _write(self, outbound: _Outbound, frame: bytes) -> None:
+        """Write `frame` on the peer's message stream; open it, or reopen it once if broken."""
+        last: Exception | None = None
+        for _attempt in range(2):
+            try:
+                if outbound.stream is None:
+                    await self._connect(outbound.peer, self.config.dial_timeout)
+                    outbound.stream = await self._negotiate(outbound.peer, MSG_PROTOCOL)
+                with trio.fail_after(WRITE_TIMEOUT):
+                    await outbound.stream.write(frame)
+                return
+            except P2PError:
+                raise  # the dial failed: trying again at once would fail the same way
+            except Exception as exc:
+                log.debug("message stream to %s failed (%r); reopening once", outbound.peer, exc)
+                last = exc
+                if outbound.stream is not None:
+                    stream, outbound.stream = outbound.stream, None
+                    # the peer drops any partial frame with the stream; we resend it whole
+                    await reset_stream(stream)
+        raise PeerUnreachable(f"cannot write to {outbound.peer}: {last!r}") from last
+
+    async def send_raw(self, peer_id: str, data: bytes) -> None:
+        """Test hook: `data` unframed on a fresh message stream, then close it."""
+        peer = ID.from_base58(peer_id)
+        await self._connect(peer, self.config.dial_timeout)
+        stream = await self._negotiate(peer, MSG_PROTOCOL)
+        try:
+            await stream.write(data)
+        finally:
+            await close_stream(stream)
+
+    async def disconnect(self, peer_id: str) -> None:
+        host = self._require_host()
+        peer = ID.from_base58(peer_id)
+        outbound = self._outbound.get(peer)
+        if outbound is not None and outbound.stream is not None:
+            stream, outbound.stream = outbound.stream, None
+            await reset_stream(stream)
+        await host.disconnect(peer)
+
+    # -- receiving messages ---------------------------------------------------------------------
+
+    def _violation(self, peer: str, reason: str) -> None:
+        log.info("peer %s violated the protocol: %s", peer, reason)
+        self.runtime.post(self.sink.violation, peer, reason)
+
+    async def _serve_messages(self, stream: INetStream) -> None:
+        peer = remote_peer(stream)
+        count = self._msg_streams.get(peer, 0)
+        if count >= MAX_MSG_STREAMS_PER_PEER:
+            self._violation(peer, "too many message streams")
+            await reset_stream(stream)
+            return
+        self._msg_streams[peer] = count + 1
+        try:
+            await self._read_messages(peer, stream)
+        except Exception:
+            log.debug("message stream from %s broke", peer, exc_info=True)
+            await reset_stream(stream)
+        finally:
+            left = self._msg_streams.pop(peer, 1) - 1
+            if left:
+                self._msg_streams[peer] = left
+
+    async def _read_messages(self, peer: str, stream: INetStream) -> None:
+        decoder = FrameDecoder(self.config.max_frame)
+        while True:
+            try:
+                data = await stream.read(READ_CHUNK)
+            except EOFError:
+                data = b""
+            if not data:
+                if decoder.pending:
+                    self._violation(peer, "truncated frame")
+                    await reset_stream(stream)
+                else:
+                    await close_stream(stream)
+                return
+            try:
+                frames = decoder.feed(data)
+            except FrameTooLarge:
+                self._violation(peer, "frame too large")
+                await reset_stream(stream)
+                return
+            for frame in frames:
+                if not self._buckets.take(peer):
+                    self._violation(peer, "frame rate over limit")
+                    await reset_stream(stream)
+                    return
+                # backpressure: wait for room in the asyncio-side queue, never drop
+                await self._credits.acquire()
+                self.runtime.post(self.sink.frame_received, peer, frame)
+
+    # -- request / response ---------------------------------------------------------------------
+
+    async def request(self, peer_id: str, protocol: str, frame: bytes, timeout: float,
+                      max_response: int) -> bytes:
+        peer = ID.from_base58(peer_id)
+        deadline = trio.current_time() + timeout
+        await self._connect(peer, min(self.config.dial_timeout, timeout))
+        stream: INetStream | None = None
+        try:
+            with trio.move_on_at(deadline):
+                try:
+                    stream = await self._negotiate(peer, protocol)
+                except Exception as exc:
+                    raise RemoteError(f"{peer_id} did not open {protocol}: {exc!r}") from exc
+                try:
+                    await stream.write(frame)
+                    answer = await read_frame(stream, FrameDecoder(max_response))
+                except FrameTooLarge as exc:
+                    raise RemoteError(f"{peer_id} answered over {max_response} bytes") from exc
+                except EndOfStream as exc:
+                    raise RemoteError(f"{peer_id} closed {protocol} without an answer") from exc
+                except Exception as exc:
+                    raise RemoteError(f"{peer_id} broke the {protocol} stream: {exc!r}") from exc
+                done, stream = stream, None
+                await close_stream(done)
+                return answer
+            raise RequestTimeout(f"{peer_id} did not answer {protocol} within {timeout} s")
+        finally:
+            if stream is not None:
+                await reset_stream(stream)
+
+    async def _serve_request(self, stream: INetStream) -> None:
+        try:
+            await self._answer(remote_peer(stream), str(stream.get_protocol()), stream)
+        except Exception:
+            log.debug("request stream failed", exc_info=True)
+            await reset_stream(stream)
+
+    async def _answer(self, peer: str, protocol: str, stream: INetStream) -> None:
+        handler = self.handlers.get(protocol)
+        if handler is None:
+            await reset_stream(stream)
+            return
+        payload = None
+        try:
+            with trio.move_on_after(REQUEST_READ_TIMEOUT):
+                payload = await read_frame(stream, FrameDecoder(self.config.max_frame))
+        except FrameError:
+            self._violation(peer, "request frame too large")
+        except EndOfStream as exc:
+            if exc.pending:
+                self._violation(peer, "truncated request")
+        if payload is None:
+            await reset_stream(stream)
+            return
+        try:
+            answer = await self.runtime.run_asyncio(handler, peer, payload,
+                                                    tasks=self.sink.handler_tasks)
+            frame = encode_frame(answer, self.config.max_response)
+        except Exception:
+            log.warning("handler for %s from %s failed", protocol, peer, exc_info=True)
+            await reset_stream(stream)
+            return
+        await stream.write(frame)
+        await close_stream(stream)
+
+
+def _succeed(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
