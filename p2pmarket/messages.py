@@ -17,6 +17,8 @@ from msgspec import Meta
 
 from p2pmarket.bodies import Key32, ObjectId
 from p2pmarket.identity import Identity, verify
+from p2pmarket.market_messages import Accept, Counter, Decline, Offer, OrderStep, Withdraw
+from p2pmarket.message_base import MessageBodyBase as _Body
 
 DOMAIN = b"p2pmarket/v1/msg\x00"
 MAX_MESSAGE = 48 * 1024
@@ -42,10 +44,6 @@ class WrongPeer(MessageError):
     """Signed by someone other than the connection's peer, or addressed to someone else."""
 
 
-class _Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):
-    pass
-
-
 class Chat(_Body, frozen=True, tag="chat"):
     conversation: ObjectId
     text: Annotated[str, Meta(min_length=1, max_length=4000)]
@@ -58,7 +56,7 @@ class Ack(_Body, frozen=True, tag="ack"):
 
 
 # later issues add offer/order/escrow kinds to this union
-MessageBody = Chat | Ack
+MessageBody = Chat | Ack | Offer | Counter | Accept | Decline | Withdraw | OrderStep
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
