@@ -42,7 +42,8 @@ class Node:
         """Bind the DHT socket and start the p2p host (no network traffic yet)."""
         await self.dht.listen(dht_port, dht_host)
         await self.host.start()
-        log.info("node %s: DHT on %s:%d, p2p on %s", self.identity.peer_id, *self.dht.address,
+        host, port = self.dht.address
+        log.info("node %s: DHT on %s:%d, p2p on %s", self.identity.peer_id, host, port,
                  " ".join(self.host.listen_addrs()))
 
     async def run(self, stop: asyncio.Event, bootstrap: list[tuple[str, int]]) -> None:
@@ -76,6 +77,7 @@ class Node:
             await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
 
     async def close(self) -> None:
+        """Stop channels, then the DHT (saving neighbours); safe after a failed start."""
         if self.dht.transport is not None:
             neighbours = self.dht.neighbours()
             if neighbours:

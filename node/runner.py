@@ -1,7 +1,7 @@
 """`p2pmarket run`: the node process — one asyncio loop, one TaskGroup, clean stop on signals.
 
-Today it runs the DHT (join, serve, upkeep); channels and the HTTP API join the same TaskGroup
-in later issues.
+It runs the DHT and the libp2p host with reliable messaging and blobs; the HTTP API joins the
+same TaskGroup in a later issue.
 """
 
 from __future__ import annotations
@@ -12,14 +12,10 @@ import logging
 import signal
 from pathlib import Path
 
-from dht.bootstrap import (
-    default_bootstrap_file,
-    load_bootstrap_file,
-    load_neighbours,
-    save_neighbours,
-)
-from dht.server import DhtNode
-from dht.storage import RecordStore
+from dht.bootstrap import default_bootstrap_file, load_bootstrap_file, load_neighbours
+from node.app import Node
+from node.p2p.host import Libp2pHost
+from node.p2p.transport import P2PError
 from p2pmarket.config import Config
 from p2pmarket.datadir import DB_FILE
 from p2pmarket.keystore import Keystore
@@ -47,38 +43,20 @@ async def serve_node(datadir: Path, config: Config, keystore: Keystore,
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     db = Database.open(datadir / DB_FILE)
-    dht = DhtNode(keystore.identity, RecordStore(db))
     try:
-        await dht.listen(config.dht_port, config.dht_host)
-        host, port = dht.address
-        log.info("node %s: DHT on %s:%d", keystore.identity.peer_id, host, port)
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(_join(dht, bootstrap_addrs(datadir, config))),
-                     tg.create_task(dht.serve())]
-            await stop.wait()
-            log.info("stopping")
-            for task in tasks:
-                task.cancel()
-        neighbours = dht.neighbours()
-        if neighbours:
-            save_neighbours(datadir, neighbours)
+        host = Libp2pHost(keystore.identity, config.p2p_host, config.p2p_port)
+        node = Node(keystore.identity, db, host, datadir=datadir)
+        try:
+            await node.start(dht_host=config.dht_host, dht_port=config.dht_port)
+        except (OSError, P2PError) as exc:
+            log.error("cannot start the node: %s", exc)
+            await node.close()
+            return 1
+        await node.run(stop, bootstrap_addrs(datadir, config))
     finally:
-        dht.stop()
         db.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
     log.info("stopped cleanly")
     return 0
-
-
-async def _join(dht: DhtNode, addrs: list[tuple[str, int]]) -> None:
-    if not addrs:
-        log.warning("no bootstrap peers known: waiting for others to contact this node "
-                    "(add some with --bootstrap host:port)")
-        return
-    contacts = await dht.bootstrap(addrs)
-    if dht.bootstrapped:
-        log.info("joined the DHT: %d contacts", contacts)
-    else:
-        log.warning("no bootstrap peer answered (%d tried); retrying with backoff", len(addrs))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,23 @@ class _Incoming:
         return item
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a TCP port another process listens on.
+
+    py-libp2p 0.8 listens with SO_REUSEPORT (for hole punching), so on Linux a second node on
+    the same port would start "fine" and share incoming connections with the first one.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise P2PError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 class Libp2pHost:
     """A libp2p host (TCP, Noise, yamux) under the node's Ed25519 identity."""
 
@@ -87,6 +105,7 @@ class Libp2pHost:
         self.violations: Counter[str] = Counter()
         self.handler_tasks: set[asyncio.Task[Any]] = set()
         family = "ip6" if ":" in host else "ip4"
+        self._bind = (host, port)
         self._config = EngineConfig(
             seed=identity.seed(), listen=multiaddr_of(f"/{family}/{host}/tcp/{port}"),
             max_frame=max_frame, max_response=max_response, frame_rate=frame_rate,
@@ -111,6 +130,7 @@ class Libp2pHost:
         """Join (or start) the loop's trio guest run and listen; returns once listening."""
         if self._engine is not None:
             raise P2PError("host already started")
+        _check_port_free(*self._bind)
         loop = asyncio.get_running_loop()
         runtime = TrioRuntime.for_running_loop()
         await runtime.acquire()

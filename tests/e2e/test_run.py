@@ -38,7 +38,8 @@ def _init(datadir: Path, env: dict[str, str]) -> str:
 def _start(datadir: Path, port: int, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "p2pmarket", "run", "--datadir", str(datadir), "--dht-host",
-         "127.0.0.1", "--dht-port", str(port), *extra],
+         "127.0.0.1", "--dht-port", str(port), "--p2p-host", "127.0.0.1",
+         *(extra if "--p2p-port" in extra else (*extra, "--p2p-port", "0"))],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
 
@@ -114,3 +115,33 @@ def test_node_without_reachable_bootstrap_keeps_running(tmp_path: Path) -> None:
         assert proc.poll() is None
     finally:
         assert _stop(proc) == 0
+
+
+def test_libp2p_peer_id_is_the_printed_id(tmp_path: Path) -> None:
+    env = base_env(tmp_path / "home")
+    peer_id = _init(tmp_path / "n", env)
+    proc = _start(tmp_path / "n", _free_udp_port(), env)
+    try:
+        seen = _wait_for(proc, r"libp2p host \S+ listening on /ip4/127\.0\.0\.1/tcp/\d+")
+    finally:
+        assert _stop(proc) == 0
+    assert f"libp2p host {peer_id} listening" in seen
+
+
+def test_busy_p2p_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    env = base_env(tmp_path / "home")
+    _init(tmp_path / "n", env)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _start(tmp_path / "n", _free_udp_port(), env, "--p2p-port", str(port))
+        try:
+            code = proc.wait(timeout=30)
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+        finally:
+            _reap(proc)
+    assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err
