@@ -95,7 +95,7 @@ class Libp2pHost:
 
     def __init__(self, identity: Identity, host: str = "127.0.0.1", port: int = 0, *,
                  max_frame: int = MAX_FRAME, max_response: int = MAX_RESPONSE,
-                 frame_rate: float = 200.0, frame_burst: float = 1000.0,
+                 frame_rate: float = 1000.0, frame_burst: float = 5000.0,
                  inbox_size: int = 1024, dial_timeout: float = 10.0,
                  on_violation: ViolationHook | None = None) -> None:
         self.identity = identity

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 MAIL_CIPHERTEXT_MAX = 6000
 BAN_SCORE = 5
 BAN_FOR = 600.0
+SEND_TIMEOUT = 20.0  # a write that takes longer counts as a failed attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,9 @@ class Messenger:
             await self.host.send(peer_id_from_public(to), raw)
 
     def _host_violation(self, peer_id: str, reason: str) -> None:
+        if "rate" in reason:  # the host already throttled it; a busy honest peer is no foe
+            log.debug("peer %s throttled: %s", peer_id, reason)
+            return
         with contextlib.suppress(PeerIdError):
             self._score(public_from_peer_id(peer_id), reason)
 
@@ -248,8 +252,8 @@ class Messenger:
                 continue
             if not unreachable:
                 try:
-                    await self.host.send(peer_id, entry.raw)
-                except P2PError as exc:
+                    await asyncio.wait_for(self.host.send(peer_id, entry.raw), SEND_TIMEOUT)
+                except (P2PError, TimeoutError) as exc:
                     unreachable = str(exc) or type(exc).__name__
                 else:
                     self.outbox.attempted(entry.id, via="direct", now=now,
