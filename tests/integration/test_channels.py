@@ -42,7 +42,7 @@ class Running:
 async def full_node(tg: asyncio.TaskGroup, backbone: list[DhtNode], tmp: Path,
                     identity: Identity | None = None) -> AsyncIterator[Running]:
     identity = identity or Identity.generate()
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - test setup, microseconds
     db = Database.open(tmp / "node.db")
     node = Node(identity, db, Libp2pHost(identity), datadir=tmp, policy=POLICY)
     await node.start(dht_host="127.0.0.1", dht_port=0)
