@@ -105,7 +105,7 @@ class Lookup:
         method = "find_value" if self.want_values else "find_node"
         own = self.protocol.source_node.id
         inflight: dict[asyncio.Future[Result], _Candidate] = {}
-        while True:
+        while not self._finished():
             active = sum(1 for c in inflight.values() if c.state is _State.INFLIGHT)
             for cand in self._nearest():
                 if active >= self.alpha:
@@ -116,7 +116,7 @@ class Lookup:
                     inflight[future] = cand
                     self._result.rpcs += 1
                     active += 1
-            if not inflight or self._finished():
+            if not inflight:
                 break
             soft = self.protocol.rtt.soft_timeout()
             waiting = [c.sent + soft for c in inflight.values() if c.state is _State.INFLIGHT]

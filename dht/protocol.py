@@ -10,6 +10,7 @@ are futures settled by a response or a timer, all cancelled on close).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 import time
@@ -87,20 +88,30 @@ def parse_nodes(value: object, limit: int) -> list[Node]:
 
 
 class Router(RoutingTable):
-    """Routing table whose full-bucket ping goes through the protocol's tracked calls."""
+    """Routing table whose full-bucket ping goes through the protocol's tracked calls, with an
+    exact nearest-neighbour search (the stock traversal stops early at the table's edge and
+    misses buckets, so puts and gets started from it can miss the true k closest)."""
 
     protocol: MarketProtocol
 
-    def add_contact(self, node: Node) -> None:
+    def add_contact(self, node: Node) -> bool:
+        """Add or refresh a contact; True when it is in a bucket (not a replacement cache)."""
         index = self.get_bucket_for(node)
         bucket = self.buckets[index]
         if bucket.add_node(node):
-            return
+            return True
         if bucket.has_in_range(self.node) or bucket.depth() % 5 != 0:
             self.split_bucket(index)
-            self.add_contact(node)
-        else:  # full: ping the least recently seen; if it fails it is evicted, node replaces it
-            self.protocol.call_node(bucket.head(), "ping", self.node.id)
+            return self.add_contact(node)
+        # full: ping the least recently seen; if it fails it is evicted, node replaces it
+        self.protocol.call_node(bucket.head(), "ping", self.node.id)
+        return False
+
+    def find_neighbors(self, node: Node, k: int | None = None,
+                       exclude: Node | None = None) -> list[Node]:
+        contacts = (n for bucket in self.buckets for n in bucket.nodes.values()
+                    if n.id != node.id and (exclude is None or not n.same_home_as(exclude)))
+        return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
 
 
 class MarketProtocol(KademliaProtocol):
@@ -272,10 +283,10 @@ class MarketProtocol(KademliaProtocol):
             return
         addr = (node.ip, node.port)
         if self._verified.get(node.id) == addr:
-            self.router.add_contact(node)
-            # hand records over once per contact (not each time a replacement-cache node
-            # speaks: that would re-send every record we hold on every message)
-            if node.id not in self._welcomed:
+            in_bucket = self.router.add_contact(node)
+            # hand records over once per contact that made it into a bucket (not each time a
+            # replacement-cache node speaks: that would re-send every record on every message)
+            if in_bucket and node.id not in self._welcomed:
                 self._welcomed.add(node.id)
                 if self.on_new_contact is not None:
                     self.on_new_contact(node)

@@ -39,6 +39,8 @@ STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 SOCKET_BUFFER = 4 * 1024 * 1024
 HANDOVER_BATCH = 10
 HANDOVER_PAUSE = 0.1
+HANDOVER_SCAN = 200  # keys examined per step: bounds the CPU a hand-over takes per step
+MAX_HANDOVER_QUEUE = 64
 
 
 class DhtError(Exception):
@@ -54,7 +56,8 @@ class PutReport:
 
     @property
     def ok(self) -> bool:
-        return self.accepted > 0 or self.stored_locally
+        """Some other node holds it now (our own copy alone does not keep a record alive)."""
+        return self.accepted > 0
 
 
 @dataclass(slots=True)
@@ -304,6 +307,11 @@ class DhtNode(Server):
         Paced by timers (HANDOVER_BATCH stores per HANDOVER_PAUSE), one contact at a time: a
         burst of hundreds of STOREs would overflow the newcomer's socket and our own.
         """
+        proto = self._proto()
+        if node.id not in {n.id for n in proto.router.find_neighbors(self.node, k=self.ksize)}:
+            return  # only a newcomer among our k closest can be a closer home for our records
+        if len(self._handover_queue) >= MAX_HANDOVER_QUEUE:
+            return  # republish covers the rest
         self._handover_queue.append(node)
         if self._handover_timer is None:
             self._handover_timer = asyncio.get_running_loop().call_soon(self._handover_step)
@@ -314,8 +322,8 @@ class DhtNode(Server):
         if proto is None or self.transport is None:
             self._handover_queue.clear()
             return
-        sent = 0
-        while self._handover_queue and sent < HANDOVER_BATCH:
+        sent = scanned = 0
+        while self._handover_queue and sent < HANDOVER_BATCH and scanned < HANDOVER_SCAN:
             node = self._handover_queue[0]
             if self._handover_keys is None:
                 self._handover_keys = iter(self.records.keys(now=self.clock()))
@@ -324,6 +332,7 @@ class DhtNode(Server):
                 self._handover_queue.popleft()
                 self._handover_keys = None
                 continue
+            scanned += 1
             if self._should_hold(proto, node, key):
                 for raw in self.records.values(key, now=self.clock()):
                     proto.call_node(node, "store", self.node.id, key, raw)
