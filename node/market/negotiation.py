@@ -13,6 +13,10 @@ Decisions beyond the design page, written down here:
   answers: its own accept (the order) if that proposal is still its latest and the listing is
   unchanged and in stock, or a decline with the reason. A seller counter that crossed the buyer's
   accept voids it (back to COUNTERED).
+- Accepts can cross, as the buyer's latest proposal still stands while it accepts the seller's:
+  a seller's accept of one of the buyer's own proposals that arrives in ACCEPTING is not a wrong
+  confirmation but the seller's binding accept, and the order is on that proposal (the seller's
+  node drops the buyer's crossing accept). Only the seller's own proposals need confirming.
 - A seller's accept that crosses the buyer's withdraw or decline still makes the order (the
   seller's node already did); the buyer's node then cancels it before payment.
 - Staleness and terms are checked by the shell with `check_fresh` / `check_terms`, which need
@@ -206,8 +210,9 @@ class Negotiation:
         if (event.step is not None) != (by is S):
             raise error("the seller's accept carries the order's first step, the buyer's none")
         target = self.proposal(event.proposal)
-        if self.state is N.ACCEPTING:  # the seller confirms the buyer's accept
-            if event.proposal != self.accepted:
+        if self.state is N.ACCEPTING:  # the seller confirms the buyer's accept, or crosses it
+            crossed = remote and target is not None and target.by is B
+            if event.proposal != self.accepted and not crossed:
                 raise error("the seller confirmed another proposal than the one accepted")
         elif self.state in _ENDED and self.ended_by is not self.our_role:
             raise error("accept after the negotiation was ended by its sender")

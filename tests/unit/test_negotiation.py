@@ -158,6 +158,47 @@ def test_a_seller_counter_crossing_the_buyers_accept_voids_it() -> None:
     assert pair.buyer.state is pair.seller.state is N.ACCEPTED
 
 
+def test_the_sellers_accept_of_the_buyers_offer_crossing_the_buyers_accept_makes_the_order(
+        ) -> None:
+    pair = make_pair()
+    first = pair.buyer.proposals[0].id
+    pair.say(S, counter(120), deliver=False)
+    pair.deliver_one(B)
+    pair.say(B, Accept(negotiation=NID, proposal=pair.buyer.proposals[-1].id), deliver=False)
+    # the seller has not seen the buyer's accept; the buyer's offer still stands
+    pair.say(S, Accept(negotiation=NID, proposal=first, step=b"o"), deliver=False)
+    pair.flush()
+    assert pair.buyer.state is pair.seller.state is N.ACCEPTED
+    assert pair.buyer.order_id == pair.seller.order_id == order_id_for(NID, first)
+
+
+def test_crossing_counters_then_crossing_accepts_converge() -> None:
+    pair = make_pair()
+    pair.say(S, counter(120), deliver=False)
+    pair.say(B, counter(100), deliver=False)
+    pair.flush()  # each side saw the other's counter last
+    assert (pair.buyer.state, pair.seller.state) == (N.COUNTERED, N.OPEN)
+    sellers, buyers = pair.buyer.latest(S), pair.buyer.latest(B)
+    assert sellers is not None and buyers is not None
+    pair.say(B, Accept(negotiation=NID, proposal=sellers.id), deliver=False)
+    pair.say(S, Accept(negotiation=NID, proposal=buyers.id, step=b"o"), deliver=False)
+    pair.flush()
+    assert pair.buyer.state is pair.seller.state is N.ACCEPTED
+    assert pair.buyer.order_id == pair.seller.order_id == order_id_for(NID, buyers.id)
+
+
+def test_a_seller_confirming_another_of_its_proposals_is_its_fault() -> None:
+    pair = make_pair()
+    pair.say(S, counter(120))
+    pair.say(S, counter(110))
+    older = pair.buyer.proposals[1].id
+    pair.say(B, Accept(negotiation=NID, proposal=pair.buyer.proposals[-1].id), deliver=False)
+    for proposal in (older, "proposal-unknown"):
+        with pytest.raises(RemoteProtocolError, match="another proposal"):
+            pair.buyer.receive(Accept(negotiation=NID, proposal=proposal, step=b"o"))
+        assert pair.buyer.state is N.ACCEPTING
+
+
 def test_the_sellers_accept_wins_over_a_crossing_withdraw() -> None:
     pair = make_pair()
     pair.say(B, Withdraw(negotiation=NID, reason="found another"), deliver=False)
