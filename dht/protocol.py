@@ -109,9 +109,13 @@ class Router(RoutingTable):
 
     def find_neighbors(self, node: Node, k: int | None = None,
                        exclude: Node | None = None) -> list[Node]:
-        contacts = (n for bucket in self.buckets for n in bucket.nodes.values()
-                    if n.id != node.id and (exclude is None or not n.same_home_as(exclude)))
-        return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
+        want = k or self.ksize
+        target = node.long_id
+        contacts = [n for bucket in self.buckets for n in bucket.nodes.values()]
+        if exclude is not None:
+            contacts = [n for n in contacts if not n.same_home_as(exclude)]
+        best = heapq.nsmallest(want + 1, contacts, key=lambda n: n.long_id ^ target)
+        return [n for n in best if n.id != node.id][:want]
 
 
 class MarketProtocol(KademliaProtocol):

@@ -5,12 +5,21 @@ Pure functions; the protocol calls them on every STORE and the client on every v
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+
 from p2pmarket.dhtkeys import KEY_SIZE, record_key
-from p2pmarket.records import AnyRecord, RecordError, decode_record
+from p2pmarket.records import AnyRecord, ExpiredRecord, RecordError, decode_record
 
 
 class KeyMismatch(RecordError):
     """The record is valid but does not belong under this key."""
+
+
+_VERIFIED_MAX = 20_000
+# raw bytes -> (key, record): replicas answer with the same bytes, so a lookup would verify one
+# signature several times; a hit still re-checks the key and the expiry
+_verified: OrderedDict[bytes, tuple[bytes, AnyRecord]] = OrderedDict()
 
 
 def validate_for_key(key: bytes, raw: object, now: float | None = None) -> AnyRecord:
@@ -19,7 +28,17 @@ def validate_for_key(key: bytes, raw: object, now: float | None = None) -> AnyRe
         raise KeyMismatch("DHT keys are 20 bytes")
     if not isinstance(raw, bytes):
         raise RecordError(f"a DHT value is bytes, got {type(raw).__name__}")
+    hit = _verified.get(raw)
+    if hit is not None and hit[0] == key:
+        record = hit[1]
+        if record.expires <= (time.time() if now is None else now):
+            raise ExpiredRecord(f"{record.kind} record expired at {record.expires}")
+        _verified.move_to_end(raw)
+        return record
     record = decode_record(raw, now=now)
     if record_key(record) != key:
         raise KeyMismatch(f"{record.kind} record is not bound to key {key.hex()}")
+    _verified[raw] = (key, record)
+    if len(_verified) > _VERIFIED_MAX:
+        _verified.popitem(last=False)
     return record
