@@ -139,11 +139,10 @@ class Messenger:
                     for start in range(0, len(ids), MAX_ACK_IDS):
                         self._job(self._send_ack, to, ids[start:start + MAX_ACK_IDS])
                 case AckReceived(sender, ids):
-                    for msg_id in self.outbox.delivered(sender, ids, now=self.clock()):
-                        entry = self.outbox.get(msg_id)
+                    for msg_id, via in self.outbox.delivered(sender, ids, now=self.clock()):
                         self._notify(MessageDelivered(msg_id, sender))
-                        if entry is not None and entry.via == "mailbox":
-                            self._job(self._tombstone_mail, entry)
+                        if via == "mailbox":
+                            self._job(self._tombstone_mail, msg_id, sender)
                 case Violation(peer, reason):
                     self._score(peer, reason)
 
@@ -217,10 +216,10 @@ class Messenger:
         report = await self.dht.put(sign_record(self.identity, mail, seq=1))
         return "" if report.ok else f"mailbox store refused: {report.refused}"
 
-    async def _tombstone_mail(self, entry: OutboxEntry) -> None:
+    async def _tombstone_mail(self, msg_id: str, recipient: bytes) -> None:
         if self.dht is None:
             return
-        tomb = Tombstone(target_kind="mail", target_id=entry.id, recipient=entry.recipient)
+        tomb = Tombstone(target_kind="mail", target_id=msg_id, recipient=recipient)
         await self.dht.put(sign_record(self.identity, tomb, seq=2), remember=False)
 
     # -- sending -------------------------------------------------------------------------------
@@ -238,7 +237,8 @@ class Messenger:
             wait = 5.0 if next_due is None else max(0.0, min(5.0, next_due - self.clock()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     async def _send_group(self, recipient: bytes, entries: list[OutboxEntry]) -> None:
         peer_id = peer_id_from_public(recipient)
@@ -252,7 +252,8 @@ class Messenger:
                 continue
             if not unreachable:
                 try:
-                    await asyncio.wait_for(self.host.send(peer_id, entry.raw), SEND_TIMEOUT)
+                    async with asyncio.timeout(SEND_TIMEOUT):
+                        await self.host.send(peer_id, entry.raw)
                 except (P2PError, TimeoutError) as exc:
                     unreachable = str(exc) or type(exc).__name__
                 else:

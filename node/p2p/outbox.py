@@ -96,9 +96,10 @@ class Outbox:
                 " updated) VALUES (?,?,?,?,?,?,?,?,?)",
                 (message.id, recipient, seq, type(body).__name__.lower(), raw, State.QUEUED,
                  now, now, now))
-        entry = self.get(message.id)
-        assert entry is not None
-        return entry
+        return OutboxEntry(id=message.id, recipient=recipient, seq=seq,
+                           kind=type(body).__name__.lower(), raw=raw, state=State.QUEUED,
+                           via="", attempts=0, next_attempt=now, created=now, updated=now,
+                           error="")
 
     def get(self, msg_id: str) -> OutboxEntry | None:
         row = self.db.query_one("SELECT * FROM outbox WHERE id=?", (msg_id,))
@@ -139,17 +140,20 @@ class Outbox:
             (error, via, error, retry_at, error, now, msg_id))
 
     def delivered(self, sender_of_ack: bytes, ids: tuple[str, ...],
-                  now: float | None = None) -> list[str]:
-        """Mark acknowledged messages; only their recipient may acknowledge them."""
+                  now: float | None = None) -> list[tuple[str, str]]:
+        """Mark acknowledged messages; only their recipient may acknowledge them.
+
+        Returns (id, via) of the entries this ack delivered (not ones delivered before)."""
         now = time.time() if now is None else now
-        done: list[str] = []
+        done: list[tuple[str, str]] = []
         with self.db.transaction():
             for msg_id in ids:
-                if self.db.execute(
-                        "UPDATE outbox SET state='delivered', updated=?, error='' WHERE id=? "
-                        "AND recipient=? AND state IN ('queued', 'sent')",
-                        (now, msg_id, sender_of_ack)):
-                    done.append(msg_id)
+                row = self.db.query_one(
+                    "UPDATE outbox SET state='delivered', updated=?, error='' WHERE id=? "
+                    "AND recipient=? AND state IN ('queued', 'sent') RETURNING via",
+                    (now, msg_id, sender_of_ack))
+                if row is not None:
+                    done.append((msg_id, row["via"]))
         return done
 
     def fail(self, msg_id: str, reason: str, now: float | None = None) -> None:
