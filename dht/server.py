@@ -88,7 +88,7 @@ class DhtNode(Server):
     transport: asyncio.DatagramTransport | None
 
     def __init__(self, identity: Identity, store: RecordStore, *, ksize: int = 20,
-                 alpha: int = 3, quorum: int = 3, send_delay: float = 0.0,
+                 alpha: int = 3, quorum: int = 2, send_delay: float = 0.0,
                  rtt: RttEstimator | None = None, clock: Callable[[], float] = time.time,
                  republish_every: float = REPUBLISH_EVERY) -> None:
         super().__init__(ksize=ksize, alpha=alpha, node_id=identity.node_id, storage=store)

@@ -1,4 +1,4 @@
-"""The running node: DHT, peer-to-peer host, messaging and blobs, wired together.
+"""The running node: DHT, peer-to-peer host, messaging, blobs and market services, wired.
 
 `Node` owns its parts and runs their loops in one TaskGroup; `run()` returns when `stop` is set
 and everything has been shut down in order (channels, then DHT, then the database).
@@ -13,6 +13,12 @@ from pathlib import Path
 from dht.bootstrap import save_neighbours
 from dht.server import DhtNode
 from dht.storage import RecordStore
+from node.market.cache import ListingCache
+from node.market.listings import Listings
+from node.market.moderation import Blocklist
+from node.market.profiles import Profiles
+from node.market.search import Search
+from node.market.trade import Trade
 from node.p2p.blobs import BlobService, BlobStore
 from node.p2p.messenger import Messenger, RetryPolicy
 from node.p2p.outbox import Outbox
@@ -36,6 +42,13 @@ class Node:
         self.messenger = Messenger(identity, host, self.outbox, self.peers, self.dht,
                                    policy=policy)
         self.blobs = BlobService(host, BlobStore(datadir / "blobs"))
+        self.blocklist = Blocklist(db)
+        self.messenger.is_blocked = self.blocklist.is_blocked_peer
+        self.listings = Listings(identity, db, self.dht)
+        self.search = Search(self.dht, ListingCache(db), self.blocklist)
+        self.profiles = Profiles(identity, self.dht)
+        self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
+                           on_unsold=self.listings.unsold)
         self.ready = asyncio.Event()
 
     async def start(self, *, dht_host: str, dht_port: int) -> None:
@@ -52,7 +65,8 @@ class Node:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self._join(bootstrap)),
                          tg.create_task(self.dht.serve()),
-                         tg.create_task(self.messenger.run())]
+                         tg.create_task(self.messenger.run()),
+                         tg.create_task(self.trade.run())]
                 await stop.wait()
                 log.info("stopping")
                 for task in tasks:

@@ -114,6 +114,20 @@ class Listings:
         left = max(0, current.body.quantity - quantity)
         return await self.edit(listing_id, {"quantity": left})
 
+    async def unsold(self, listing_id: str, quantity: int) -> Record[Listing] | None:
+        """A cancelled order gives its quantity back."""
+        try:
+            current = self.get(listing_id)
+        except ListingNotFound:
+            return None
+        return await self.edit(listing_id, {"quantity": current.body.quantity + quantity})
+
+    def find(self, listing_id: str) -> Record[Listing] | None:
+        try:
+            return self.get(listing_id)
+        except ListingNotFound:
+            return None
+
     async def delete(self, listing_id: str) -> None:
         current = self.get(listing_id)
         tomb = sign_record(self.identity, Tombstone(target_kind="listing", target_id=listing_id),

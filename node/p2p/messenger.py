@@ -83,6 +83,8 @@ class Messenger:
         next_seq, seen = outbox.load_receiver_state()
         self.receiver = Receiver(identity.public, next_seq=next_seq, seen=seen)
         self.listeners: list[Callable[[MessengerEvent], None]] = []
+        # the user's blocklist: messages from these peers are dropped unread
+        self.is_blocked: Callable[[bytes], bool] = lambda peer: False
         self.scores: Counter[bytes] = Counter()
         self._banned: dict[bytes, float] = {}
         self._wake = asyncio.Event()
@@ -123,7 +125,7 @@ class Messenger:
             self._handle(remote, payload, via="direct")
 
     def _handle(self, remote: bytes, raw: bytes, via: str) -> None:
-        if self.is_banned(remote):
+        if self.is_banned(remote) or self.is_blocked(remote):
             return
         self._apply(self.receiver.receive(remote, raw, self.clock()), via)
 
