@@ -8,8 +8,16 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+from p2pmarket.bodies import Review
 from p2pmarket.dhtkeys import KEY_SIZE, record_key
-from p2pmarket.records import AnyRecord, ExpiredRecord, RecordError, decode_record
+from p2pmarket.market_messages import verify_grant
+from p2pmarket.records import (
+    AnyRecord,
+    BadSignature,
+    ExpiredRecord,
+    RecordError,
+    decode_record,
+)
 
 
 class KeyMismatch(RecordError):
@@ -38,6 +46,10 @@ def validate_for_key(key: bytes, raw: object, now: float | None = None) -> AnyRe
     record = decode_record(raw, now=now)
     if record_key(record) != key:
         raise KeyMismatch(f"{record.kind} record is not bound to key {key.hex()}")
+    body = record.body
+    if isinstance(body, Review) and not verify_grant(body.seller, body.order_id,
+                                                     record.publisher, body.grant):
+        raise BadSignature("review without the seller's grant for this rating key and order")
     _verified[raw] = (key, record)
     if len(_verified) > _VERIFIED_MAX:
         _verified.popitem(last=False)

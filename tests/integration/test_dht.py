@@ -18,11 +18,13 @@ from dht.testing import dht_network, make_node, start_node
 from p2pmarket import bodies as b
 from p2pmarket.dhtkeys import ARBITERS_KEY, index_key, mailbox_key, record_key, reviews_key
 from p2pmarket.identity import Identity
+from p2pmarket.market_messages import sign_grant
 from p2pmarket.records import MAX_RECORD_SIZE, Record, sign_record
 from p2pmarket.storage import Database
 from tests.unit.test_records import make_listing
 
 pytestmark = pytest.mark.timeout(60)
+SELLER = Identity.generate()
 
 
 @pytest.fixture
@@ -51,8 +53,8 @@ def bodies_of_every_kind(me: Identity) -> list[b.Body]:
         b.Peer(addrs=("/ip4/127.0.0.1/tcp/4001",), enc_key=os.urandom(32)),
         b.IndexEntry(scope="kw", term="bike", listing_id="lst-0001", listing_seq=1,
                      title="Road bike", price=price, category="sports/bikes"),
-        b.Review(seller=os.urandom(32), order_id="order-001", rating=5, text="great",
-                 grant=os.urandom(64)),
+        b.Review(seller=SELLER.public, order_id="order-001", rating=5, text="great",
+                 grant=sign_grant(SELLER, "order-001", me.public)),
         b.Arbiter(name="Fair Arbiter", fee_percent_bp=100),
         b.Mail(id="mail-0001", recipient=os.urandom(32), ephemeral=os.urandom(32),
                nonce=os.urandom(12), ciphertext=os.urandom(64)),
@@ -243,7 +245,7 @@ async def test_lookup_survives_dead_nodes_quickly() -> None:
 async def test_mailbox_and_reviews_keys(net: list[DhtNode]) -> None:
     seller, buyer_key = Identity.generate(), Identity.generate()
     review = b.Review(seller=seller.public, order_id="order-xyz", rating=4, text="ok",
-                      grant=os.urandom(64))
+                      grant=sign_grant(seller, "order-xyz", buyer_key.public))
     rec: Record[b.Review] = sign_record(buyer_key, review, seq=1)
     assert record_key(rec) == reviews_key(seller.public)
     await net[0].put(rec)

@@ -23,9 +23,10 @@ from node.p2p.outbox import Outbox
 from node.p2p.peers import PeerDirectory
 from node.p2p.seal import encryption_public
 from p2pmarket.bodies import Listing, Location, Price
+from p2pmarket.dhtkeys import record_key
 from p2pmarket.identity import Identity
 from p2pmarket.market_messages import Decline, OrderStep, sign_grant
-from p2pmarket.records import Record, sign_record
+from p2pmarket.records import Record, RecordError, sign_record
 from p2pmarket.storage import Database
 from tests.unit.test_messenger import FAST, until
 
@@ -166,8 +167,8 @@ async def test_offer_to_review_found_by_a_third_node() -> None:
             with pytest.raises(WrongRole):
                 await seller.trade.review(order_id, 1, "")
 
-            # forged reviews land in the DHT (storing nodes do not check grants) but no reader
-            # counts them: one with no order behind it, one with a stolen grant
+            # forged reviews are refused by every storing node and no reader counts them: one
+            # with no order behind it, one with a stolen grant, one with a foreign grant
             mallory = Identity.generate()
             no_order = build_review(mallory, seller=seller.public, order_id="order-fake01",
                                     stars=1, text="scam", grant=os.urandom(64))
@@ -178,7 +179,13 @@ async def test_offer_to_review_found_by_a_third_node() -> None:
                                     stars=1, text="scam", grant=sign_grant(
                                         mallory, order_id, other_key.public))
             for forged in (no_order, stolen, tampered):
-                assert (await dht[5].put(forged)).ok
+                with pytest.raises(RecordError):  # our own client refuses to publish it
+                    await dht[5].put(forged)
+                for node in dht[:4]:  # and a raw STORE is refused by the remote node
+                    assert dht[5].protocol is not None
+                    ok, answer = await dht[5].protocol.request(
+                        node.address, "store", dht[5].node.id, record_key(forged), forged.raw)
+                    assert ok and answer == "invalid: BadSignature"
 
             assert third.dht is not None
             found = await ReviewReader(third.dht).reviews_for(seller.public)
