@@ -88,14 +88,14 @@ async def test_three_nodes(tmp_path: Path) -> None:
             for p in peers:
                 for q in peers:
                     if p is not q:
-                        for i in range(300):
+                        for i in range(1000):
                             p.node.messenger.send(q.public,
                                                   Chat(conversation="conv-0001", text=str(i)))
-            await until(lambda: all(len(p.got) == 600 for p in peers), timeout=90)
+            await until(lambda: all(len(p.got) == 2000 for p in peers), timeout=100)
             for p in peers:
                 for q in peers:
                     if p is not q:
-                        assert chats(p, q) == [str(i) for i in range(300)]
+                        assert chats(p, q) == [str(i) for i in range(1000)]
 
 
 async def test_offline_recipient_gets_everything_from_the_mailbox(tmp_path: Path) -> None:
