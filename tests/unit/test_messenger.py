@@ -198,3 +198,16 @@ async def test_dedup_and_order_survive_restart(tmp_path: object) -> None:
         await asyncio.sleep(0.1)
     assert [m.body.text for m in b2.got] == ["two"]  # type: ignore[union-attr]
     b2.messenger.outbox.db.close()
+
+
+async def test_blocked_peer_messages_are_dropped() -> None:
+    net = MemoryNetwork()
+    a, b, c = make_peer(net), make_peer(net), make_peer(net)
+    blocked = {c.identity.public}
+    b.messenger.is_blocked = lambda peer: peer in blocked
+    async with running(a, b, c):
+        c.messenger.send(b.identity.public, Chat(conversation="conv-0001", text="spam"))
+        a.messenger.send(b.identity.public, Chat(conversation="conv-0001", text="hello"))
+        await until(lambda: len(b.got) == 1)
+        await asyncio.sleep(0.3)
+    assert [m.body.text for m in b.got] == ["hello"]  # type: ignore[union-attr]
