@@ -8,18 +8,18 @@ refresh, expiry, bootstrap retries) and is meant to live in the node's TaskGroup
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from kademlia.network import Server
 from kademlia.node import Node
 
+from dht.handover import Handover
 from dht.lookup import Answer, Lookup, LookupResult
 from dht.protocol import MarketProtocol, Result
 from dht.rtt import RttEstimator
@@ -37,10 +37,6 @@ UPKEEP_EVERY = 30.0
 MAX_BACKOFF = 300.0
 STORE_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 SOCKET_BUFFER = 4 * 1024 * 1024
-HANDOVER_BATCH = 10
-HANDOVER_PAUSE = 0.1
-HANDOVER_SCAN = 200  # keys examined per step: bounds the CPU a hand-over takes per step
-MAX_HANDOVER_QUEUE = 64
 
 
 class DhtError(Exception):
@@ -103,16 +99,14 @@ class DhtNode(Server):
         self.bootstrapped = False
         self._next_bootstrap: float | None = None
         self._backoff = 1.0
-        self._handover_queue: collections.deque[Node] = collections.deque()
-        self._handover_keys: Iterator[bytes] | None = None
-        self._handover_timer: asyncio.Handle | None = None
+        self.handover = Handover(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _create_protocol(self) -> MarketProtocol:
         protocol = MarketProtocol(self.identity, self.records, self.ksize, rtt=self.rtt,
                                   send_delay=self.send_delay, clock=self.clock)
-        protocol.on_new_contact = self._replicate_to
+        protocol.on_new_contact = self.handover.offer
         return protocol
 
     async def listen(self, port: int, interface: str = "127.0.0.1") -> None:
@@ -136,9 +130,7 @@ class DhtNode(Server):
         return str(host), int(port)
 
     def stop(self) -> None:
-        if self._handover_timer is not None:
-            self._handover_timer.cancel()
-            self._handover_timer = None
+        self.handover.cancel()
         if self.protocol is not None:
             self.protocol.close()
         self.transport = None
@@ -300,57 +292,6 @@ class DhtNode(Server):
             proto.call_node(node, "store", self.node.id, key, best.raw)
 
     # -- upkeep ------------------------------------------------------------------------------
-
-    def _replicate_to(self, node: Node) -> None:
-        """A new contact: queue a paced hand-over of the records it should hold.
-
-        Paced by timers (HANDOVER_BATCH stores per HANDOVER_PAUSE), one contact at a time: a
-        burst of hundreds of STOREs would overflow the newcomer's socket and our own.
-        """
-        proto = self._proto()
-        if node.id not in {n.id for n in proto.router.find_neighbors(self.node, k=self.ksize)}:
-            return  # only a newcomer among our k closest can be a closer home for our records
-        if len(self._handover_queue) >= MAX_HANDOVER_QUEUE:
-            return  # republish covers the rest
-        self._handover_queue.append(node)
-        if self._handover_timer is None:
-            self._handover_timer = asyncio.get_running_loop().call_soon(self._handover_step)
-
-    def _handover_step(self) -> None:
-        self._handover_timer = None
-        proto = self.protocol
-        if proto is None or self.transport is None:
-            self._handover_queue.clear()
-            return
-        sent = scanned = 0
-        while self._handover_queue and sent < HANDOVER_BATCH and scanned < HANDOVER_SCAN:
-            node = self._handover_queue[0]
-            if self._handover_keys is None:
-                self._handover_keys = iter(self.records.keys(now=self.clock()))
-            key = next(self._handover_keys, None)
-            if key is None:
-                self._handover_queue.popleft()
-                self._handover_keys = None
-                continue
-            scanned += 1
-            if self._should_hold(proto, node, key):
-                for raw in self.records.values(key, now=self.clock()):
-                    proto.call_node(node, "store", self.node.id, key, raw)
-                    sent += 1
-        if self._handover_queue:
-            self._handover_timer = asyncio.get_running_loop().call_later(
-                HANDOVER_PAUSE, self._handover_step)
-
-    def _should_hold(self, proto: MarketProtocol, node: Node, key: bytes) -> bool:
-        """Stock rule (paper 2.5): the newcomer is closer than our k-th neighbour for the key
-        and we are the closest holder we know, so exactly one node hands each record over."""
-        target = Node(key)
-        neighbours = proto.router.find_neighbors(target, k=self.ksize)
-        if not neighbours:
-            return True
-        newcomer_close = node.distance_to(target) < neighbours[-1].distance_to(target)
-        we_closest = self.node.distance_to(target) < neighbours[0].distance_to(target)
-        return bool(newcomer_close and we_closest)
 
     async def republish(self) -> int:
         """Re-put this node's own records that were last published long enough ago."""
