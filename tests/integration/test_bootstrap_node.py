@@ -39,7 +39,8 @@ async def test_two_nodes_meet_through_the_bootstrap_node(tmp_path: Path) -> None
             assert await b.get(record_key(rec)) == rec
 
             assert boot.metrics_address is not None
-            base = "http://%s:%d" % boot.metrics_address
+            host, port = boot.metrics_address
+            base = f"http://{host}:{port}"
             async with aiohttp.ClientSession() as http:
                 async with http.get(base + "/healthz") as resp:
                     health = await resp.json()
