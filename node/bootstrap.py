@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -95,7 +96,7 @@ class BootstrapNode:
     async def run(self, stop: asyncio.Event, bootstrap: list[tuple[str, int]]) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self.dht.serve())]
+                tasks: list[asyncio.Task[Any]] = [tg.create_task(self.dht.serve())]
                 if bootstrap:
                     tasks.append(tg.create_task(self.dht.bootstrap(bootstrap)))
                 await stop.wait()
