@@ -13,6 +13,8 @@ from pathlib import Path
 from dht.bootstrap import save_neighbours
 from dht.server import DhtNode
 from dht.storage import RecordStore
+from node.arbiters import ArbiterService
+from node.escrow_driver import EscrowConfig, EscrowDriver
 from node.market.cache import ListingCache
 from node.market.listings import Listings
 from node.market.moderation import Blocklist
@@ -34,7 +36,8 @@ PEER_RECORD_EVERY = 600.0
 
 class Node:
     def __init__(self, identity: Identity, db: Database, host: Host, *, datadir: Path,
-                 dht: DhtNode | None = None, policy: RetryPolicy | None = None) -> None:
+                 dht: DhtNode | None = None, policy: RetryPolicy | None = None,
+                 escrow: EscrowConfig | None = None) -> None:
         self.identity, self.db, self.host, self.datadir = identity, db, host, datadir
         self.dht = dht or DhtNode(identity, RecordStore(db))
         self.outbox = Outbox(db)
@@ -49,12 +52,19 @@ class Node:
         self.profiles = Profiles(identity, self.dht)
         self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
                            on_unsold=self.listings.unsold)
+        # the escrow needs a chain: only a node given one (Esplora URL, network) has a driver
+        self.escrow = EscrowDriver(self, escrow, datadir=datadir) if escrow else None
+        self.arbiters = ArbiterService(identity, db, self.dht, self.escrow)
+        if self.escrow is not None:
+            self.escrow.accepts_arbitration = lambda: self.arbiters.advert() is not None
         self.ready = asyncio.Event()
 
     async def start(self, *, dht_host: str, dht_port: int) -> None:
         """Bind the DHT socket and start the p2p host (no network traffic yet)."""
         await self.dht.listen(dht_port, dht_host)
         await self.host.start()
+        if self.escrow is not None:
+            await self.escrow.open()
         host, port = self.dht.address
         log.info("node %s: DHT on %s:%d, p2p on %s", self.identity.peer_id, host, port,
                  " ".join(self.host.listen_addrs()))
@@ -67,6 +77,8 @@ class Node:
                          tg.create_task(self.dht.serve()),
                          tg.create_task(self.messenger.run()),
                          tg.create_task(self.trade.run())]
+                if self.escrow is not None:
+                    tasks.append(tg.create_task(self.escrow.run()))
                 await stop.wait()
                 log.info("stopping")
                 for task in tasks:

@@ -16,6 +16,7 @@ import msgspec
 from msgspec import Meta
 
 from p2pmarket.bodies import Key32, ObjectId
+from p2pmarket.escrow_messages import EscrowCase, EscrowOpen, EscrowStep
 from p2pmarket.identity import Identity, verify
 from p2pmarket.market_messages import Accept, Counter, Decline, Offer, OrderStep, Withdraw
 from p2pmarket.message_base import MessageBodyBase as _Body
@@ -56,7 +57,8 @@ class Ack(_Body, frozen=True, tag="ack"):
 
 
 # later issues add offer/order/escrow kinds to this union
-MessageBody = Chat | Ack | Offer | Counter | Accept | Decline | Withdraw | OrderStep
+MessageBody = (Chat | Ack | Offer | Counter | Accept | Decline | Withdraw | OrderStep | EscrowOpen
+               | EscrowStep | EscrowCase)
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,0 +1,274 @@
+"""What the escrow driver does about each escrow, decided from its state (not from one-off effects)
+after every change and on every tick, so a restarted node picks up where it stopped:
+acknowledge the address, fund it (buyer), tie it to the order (seller: payment confirmed, shipment,
+settlement), release once the buyer confirms receipt, co-sign what is in our interest, finalize
+and broadcast, answer a dispute with our order log. Plus the chain watcher.
+
+Who signs what: the buyer signs the release when it confirms receipt and the seller's node
+co-signs it (it pays the seller); the seller signs a refund and the buyer's node co-signs it; the
+arbiter signs its ruling and the party it favours (the larger share) co-signs at once, the other
+only if its user accepts. Every node finalizes and broadcasts once a payout has its signatures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from escrow.bitcoin import EscrowSigner, derive_order_key, finalize, order_index, txid
+from escrow.chain import FundingOutput
+from escrow.machine import TRANSITIONS
+from escrow.terms import (
+    Broadcast,
+    Cancel,
+    ChainError,
+    DescriptorAcked,
+    EscrowBitcoinError,
+    Evidence,
+    Funded,
+    Funding,
+    PayoutKind,
+    PsbtRejected,
+    RefundSigned,
+    ReleaseSigned,
+    Role,
+    RulingAccepted,
+    Shipped,
+    State,
+)
+from node.escrow_book import Escrow, EscrowNotice, Flag, policy_of
+from node.escrow_core import EscrowCore
+from node.market.orders import OrderState, TradeError
+from p2pmarket.escrow_messages import MAX_CASE_STEPS, EscrowCase
+from p2pmarket.messages import MessageError
+
+log = logging.getLogger(__name__)
+
+B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER
+O = OrderState  # noqa: E741
+RETRY = 30.0  # seconds before a failed chain action is tried again
+SETTLEMENT_VSIZE = 220  # vbytes of a 2-of-3 P2WSH spend to up to three outputs, rounded up
+FUNDED_STATES = frozenset({State.FUNDED, State.SHIPPED, State.DISPUTED, State.RELEASED,
+                           State.REFUNDED, State.RESOLVED})
+SIGNED_EVENT: dict[PayoutKind, type[ReleaseSigned | RefundSigned | RulingAccepted]] = {
+    "release": ReleaseSigned, "refund": RefundSigned, "ruling": RulingAccepted}
+
+
+class EscrowActions(EscrowCore):
+    async def _reconcile(self, esc: Escrow) -> None:
+        await self._ensure_signer(esc)
+        m = esc.machine
+        if m.state is State.PROPOSED and esc.signer is not None and m.address is None:
+            self._act(esc, DescriptorAcked(esc.role, esc.signer.policy.address))
+        if esc.role is B and m.state is State.AGREED and m.funding is None:
+            await self._fund(esc)
+        if esc.role is not A:
+            await self._order_hooks(esc)
+            await self._cosign(esc)
+            self._answer_dispute(esc)
+        await self._settle(esc)
+
+    async def _ensure_signer(self, esc: Escrow) -> None:
+        if esc.key is None:
+            esc.key = await asyncio.to_thread(derive_order_key, self.config.mnemonic,
+                                              order_index(esc.order_id), esc.terms.network)
+        if esc.signer is None and len(esc.machine.keys) == 3:
+            policy = await asyncio.to_thread(policy_of, esc.machine)
+            await asyncio.to_thread(lambda: (policy.address, policy.script_pubkey))  # cached
+            esc.signer = await asyncio.to_thread(EscrowSigner, policy, esc.key)
+        if esc.signer is not None and esc.funding is None and esc.funding_raw is not None:
+            esc.funding = await asyncio.to_thread(esc.signer.add_funding, esc.funding_raw)
+
+    # -- funding ------------------------------------------------------------------------------
+
+    async def _fund(self, esc: Escrow) -> None:
+        """Buyer: pay the agreed amount to the agreed address, once, before the deadline."""
+        m = esc.machine
+        due = m.deadline("funding")
+        if (Flag.FUND_STARTED in esc.flags or time.monotonic() < esc.retry_at
+                or m.address is None or (due is not None and self.now() >= due)):
+            return
+        amount = esc.terms.amount_sats
+        try:  # a crash right after an earlier payment must not pay twice
+            if await self.chain.find_funding(m.address, amount) is None:
+                await self.wallet.sync(self.chain)
+                paid = await self.wallet.fund_escrow(self.chain, m.address, amount,
+                                                     sat_per_vb=self.config.fee_rate)
+                self._emit(EscrowNotice(esc.order_id, "funding_sent", paid.txid))
+        except (EscrowBitcoinError, ChainError) as exc:
+            esc.retry_at = time.monotonic() + RETRY
+            log.warning("escrow %s: cannot fund: %s", esc.order_id, exc)
+            self._emit(EscrowNotice(esc.order_id, "funding_failed", str(exc)))
+            return
+        self._save_flags(esc, Flag.FUND_STARTED)
+        self._poke.set()
+
+    async def _funding_seen(self, esc: Escrow, found: FundingOutput) -> None:
+        """Our watcher found the funding output (at some depth): learn it and tell the machine."""
+        await self._ensure_signer(esc)
+        m, signer = esc.machine, esc.signer
+        if signer is None:
+            return
+        seen = Funding(found.txid, found.vout, found.amount)
+        if esc.funding_raw is None or (esc.funding != seen and m.state is State.AGREED):
+            learned = await asyncio.to_thread(signer.add_funding, found.raw_tx)
+            if learned != seen:
+                raise EscrowBitcoinError("the funding transaction pays the escrow twice")
+            esc.funding_raw, esc.funding = found.raw_tx, seen
+            self.store.set_funding(esc.order_id, found.raw_tx)
+        if m.funding == seen and found.confirmations <= m.confirmations:
+            return
+        deep = found.confirmations >= esc.terms.min_confirmations
+        share = deep and Flag.FUNDED_SHARED not in esc.flags and m.state is State.AGREED
+        self._act(esc, Funded(found.txid, found.vout, found.amount, found.confirmations),
+                  share=share)
+        if share:
+            self._save_flags(esc, Flag.FUNDED_SHARED)
+        await self._retry_pending(esc)
+
+    # -- the order and the escrow -------------------------------------------------------------
+
+    async def _order_hooks(self, esc: Escrow) -> None:
+        trade = self.node.trade
+        try:
+            order = trade.order(esc.order_id)
+        except TradeError:
+            return
+        m = esc.machine
+        funded = m.funding is not None and m.state in FUNDED_STATES
+        if esc.role is S:
+            if funded and order.state is O.AWAITING_PAYMENT and m.funding is not None:
+                await trade.confirm_payment(esc.order_id, "escrow", m.funding.txid)
+            if (m.state is State.FUNDED and order.shipment is not None
+                    and order.state in (O.SHIPPED, O.RECEIVED, O.COMPLETED)):
+                self._act(esc, Shipped(order.shipment.tracking))
+            if (m.state is State.RELEASED and Flag.CONFIRMED in esc.flags
+                    and order.state is O.RECEIVED):
+                await trade.settle(esc.order_id, m.settlement_txid or "")
+        if order.state is O.CANCELLED or (esc.role is S and m.state in (State.CANCELLED,
+                                                                         State.EXPIRED)):
+            await self._order_cancelled(esc)
+        elif (esc.role is B and order.state in (O.RECEIVED, O.COMPLETED)
+              and m.state in (State.FUNDED, State.SHIPPED, State.DISPUTED)
+              and not esc.signed("release")):
+            await self._sign_payout(esc, "release")  # receipt confirmed: release the money
+
+    async def _order_cancelled(self, esc: Escrow) -> None:
+        """A cancelled order (or escrow): stop an unfunded escrow; the seller gives money that
+        reached the escrow back (the buyer's node co-signs a refund by itself)."""
+        m = esc.machine
+        if m.state in (State.PROPOSED, State.AGREED) and m.funding is None:
+            self._act(esc, Cancel(esc.role, "the order was cancelled"))
+        elif (esc.role is S and m.funding is not None and not esc.signed("refund")
+              and (m.state, RefundSigned) in TRANSITIONS):
+            await self._sign_payout(esc, "refund")
+
+    # -- signatures ---------------------------------------------------------------------------
+
+    async def _cosign(self, esc: Escrow) -> None:
+        """Add our signature where it serves us: the seller to a release, the buyer to a refund,
+        the favoured party to a ruling."""
+        m = esc.machine
+        wants: tuple[tuple[PayoutKind, bool], ...] = (("release", esc.role is S),
+                                                      ("refund", esc.role is B))
+        for kind, ours in wants:
+            if (ours and m.signatures.get(kind) and not esc.signed(kind)
+                    and (m.state, SIGNED_EVENT[kind]) in TRANSITIONS):
+                await self._sign_payout(esc, kind)
+        r = m.ruling
+        if r is not None and m.state is State.DISPUTED and not esc.signed("ruling"):
+            mine, theirs = ((r.buyer_sats, r.seller_sats) if esc.role is B
+                            else (r.seller_sats, r.buyer_sats))
+            if mine >= theirs:
+                await self._sign_payout(esc, "ruling")
+
+    async def _sign_payout(self, esc: Escrow, kind: PayoutKind) -> None:
+        """Sign `kind`: co-sign the PSBT a peer signed, or build and sign the first one."""
+        m, signer, funding = esc.machine, esc.signer, esc.funding
+        if signer is None or funding is None:
+            raise EscrowBitcoinError("the escrow's funding is not known here yet")
+        payout = m.payout(kind)
+        theirs = [p for r, p in m.signatures.get(kind, {}).items() if r != esc.role]
+        if theirs:
+            psbt = theirs[0]
+        else:
+            psbt = await asyncio.to_thread(signer.build, funding, payout, await self._fee(esc))
+        signed = await asyncio.to_thread(signer.sign, psbt, funding, payout)
+        self._act(esc, SIGNED_EVENT[kind](esc.role, signed))
+
+    async def _fee(self, esc: Escrow) -> int:
+        rate = self.config.fee_rate or await self.chain.fee_rate()
+        t = esc.terms
+        return max(t.min_fee_sats, min(t.max_fee_sats, rate * SETTLEMENT_VSIZE))
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    async def _settle(self, esc: Escrow) -> None:
+        """Finalize a payout that has its signatures and broadcast it (every node does)."""
+        m = esc.machine
+        if m.settled_by is None:
+            return
+        if esc.settlement_raw is None:
+            psbts = list(m.signatures.get(m.settled_by, {}).values())
+            try:
+                raw = await asyncio.to_thread(finalize, psbts)
+            except PsbtRejected as exc:
+                self._emit(EscrowNotice(esc.order_id, "finalize_failed", exc.reason))
+                raise
+            esc.settlement_raw = raw
+            self.store.set_settlement(esc.order_id, raw)
+        if Flag.BROADCAST in esc.flags or time.monotonic() < esc.retry_at:
+            return
+        tx_id = await asyncio.to_thread(txid, esc.settlement_raw)
+        try:
+            await self.chain.broadcast(esc.settlement_raw)
+        except ChainError as exc:
+            if await self.chain.get_tx(tx_id) is None:  # "already known" is no failure
+                esc.retry_at = time.monotonic() + RETRY
+                self._emit(EscrowNotice(esc.order_id, "broadcast_failed", str(exc)))
+                raise
+        self._save_flags(esc, Flag.BROADCAST)
+        self._emit(EscrowNotice(esc.order_id, "broadcast", tx_id))
+        if m.settlement_txid is None:
+            self._act(esc, Broadcast(tx_id))
+        self._poke.set()
+
+    async def _settlement_seen(self, esc: Escrow, confirmations: int) -> None:
+        if confirmations >= 1 and Flag.CONFIRMED not in esc.flags:
+            self._save_flags(esc, Flag.CONFIRMED)
+            self._emit(EscrowNotice(esc.order_id, "settled", esc.machine.settlement_txid or ""))
+            self._mark(esc)
+
+    # -- disputes -----------------------------------------------------------------------------
+
+    def _answer_dispute(self, esc: Escrow) -> None:
+        """In a dispute our node hands the arbiter its copy of the order log and answers, so
+        the arbiter can rule; a party whose node never answers is ruled on at the deadline."""
+        m = esc.machine
+        if m.state is not State.DISPUTED:
+            return
+        if Flag.CASE_SENT not in esc.flags:
+            self._send_case(esc)
+            self._save_flags(esc, Flag.CASE_SENT)
+        if esc.role not in m.heard and Flag.EVIDENCE not in esc.flags:
+            self._act(esc, Evidence(esc.role, "order log sent to the arbiter"))
+            self._save_flags(esc, Flag.EVIDENCE)
+
+    def _send_case(self, esc: Escrow) -> None:
+        trade = self.node.trade
+        try:
+            order = trade.store.load_order(esc.order_id)
+        except TradeError as exc:
+            log.warning("escrow %s: no order log to send: %s", esc.order_id, exc)
+            return
+        listing = (trade.own_listing(order.terms.listing.id) if esc.role is S and
+                   trade.own_listing is not None else
+                   trade.store.listing(order.seller, order.terms.listing.id))
+        case = EscrowCase(order=esc.order_id, order_log=tuple(order.log.raws()[-MAX_CASE_STEPS:]),
+                          listing=listing.raw if listing is not None else b"")
+        try:
+            self.node.messenger.send(esc.proposal.arbiter, case)
+        except MessageError:  # too big for one message: the log alone still is evidence
+            self.node.messenger.send(esc.proposal.arbiter, EscrowCase(
+                order=esc.order_id, order_log=case.order_log))

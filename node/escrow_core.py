@@ -1,0 +1,324 @@
+"""The escrow driver's core: feed our own and the peers' escrow events into each escrow's machine,
+store every step with how it was used, and send ours, signed, to the two other parties.
+
+A peer's step is checked before the machine sees it: keys and addresses must be valid for the
+network, and a PSBT must spend exactly the escrow output into exactly the agreed payout and carry
+a valid signature of its sender (proved by signing a scratch copy ourselves and finalizing:
+bdk's finalizer runs the script interpreter). A step that is not legal yet (a signature before
+we saw the funding, a ruling before both parties were heard) waits as `pending` and is tried
+again after every change; one that breaks a rule is `rejected` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+from dht.server import DhtNode
+from escrow.bitcoin import address_script, check_psbt, check_xpub, finalize
+from escrow.chain import EsploraChain
+from escrow.machine import TRANSITIONS
+from escrow.terms import (
+    DeadlinePassed,
+    Effect,
+    EscrowError,
+    EscrowEvent,
+    Funded,
+    KeysExchanged,
+    LocalEscrowError,
+    Network,
+    PayoutKind,
+    PeerMisbehaved,
+    RefundSigned,
+    ReleaseSigned,
+    Role,
+    Ruling,
+    RulingAccepted,
+    RulingNeeded,
+    Tick,
+    TimeoutClaimAvailable,
+    TimeoutClaimed,
+)
+from escrow.wallet import NodeWallet
+from node.escrow_book import (
+    Escrow,
+    EscrowChanged,
+    EscrowNotice,
+    EscrowRefused,
+    EscrowUpdate,
+    decode_event,
+    encode_event,
+    event_tag,
+    replay,
+)
+from node.escrow_store import EscrowStore
+from node.market.trade import Trade
+from node.p2p.messenger import Messenger
+from p2pmarket.escrow_messages import EscrowStep, EscrowStepPayload, sign_escrow_step
+from p2pmarket.identity import Identity
+from p2pmarket.storage import Database
+
+log = logging.getLogger(__name__)
+
+B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER
+MAX_PENDING = 32  # steps of one escrow waiting for their turn; more are refused
+PSBT_EVENTS = (ReleaseSigned, RefundSigned, Ruling, RulingAccepted, TimeoutClaimed)
+PSBT_KIND: dict[type[EscrowEvent], PayoutKind] = {
+    ReleaseSigned: "release", RefundSigned: "refund", Ruling: "ruling",
+    RulingAccepted: "ruling", TimeoutClaimed: "timeout",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowConfig:
+    """How a node reaches its chain. `poll`: seconds between chain checks; `tick`: seconds
+    between clock ticks (deadlines, retries); `clock`: unix time (tests move it)."""
+
+    esplora_url: str
+    mnemonic: str = field(repr=False)
+    network: Network = "regtest"
+    allow_mainnet: bool = False
+    poll: float = 5.0
+    tick: float = 30.0
+    fee_rate: int | None = None  # sat/vB; None asks the chain's fee estimates
+    clock: Callable[[], float] = time.time
+
+
+class EscrowNode(Protocol):
+    """What the driver needs of a node (`node.app.Node` is one)."""
+
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def db(self) -> Database: ...
+    @property
+    def messenger(self) -> Messenger: ...
+    @property
+    def trade(self) -> Trade: ...
+    @property
+    def dht(self) -> DhtNode: ...
+
+
+class EscrowCore:
+    def __init__(self, node: EscrowNode, config: EscrowConfig, *,
+                 datadir: Path | None = None) -> None:
+        self.node, self.identity, self.config = node, node.identity, config
+        self.datadir = datadir
+        self.store = EscrowStore(node.db)
+        self.chain = EsploraChain(config.esplora_url, config.network,
+                                  allow_mainnet=config.allow_mainnet)
+        self._wallet: NodeWallet | None = None
+        self.escrows: dict[str, Escrow] = {}
+        self.listeners: list[Callable[[EscrowUpdate], None]] = []
+        self.violations: Counter[bytes] = Counter()
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()  # the worker: inbox or dirty escrows
+        self._poke = asyncio.Event()  # the chain watcher
+        self._dirty: set[str] = set()
+        # set by the node: whether this node serves as an arbiter (it has a live advert)
+        self.accepts_arbitration: Callable[[], bool] = lambda: False
+
+    @property
+    def wallet(self) -> NodeWallet:
+        if self._wallet is None:
+            raise LocalEscrowError("the escrow driver is not open yet")
+        return self._wallet
+
+    def now(self) -> int:
+        return int(self.config.clock())
+
+    def _emit(self, update: EscrowUpdate) -> None:
+        for listener in list(self.listeners):
+            listener(update)
+
+    def _mark(self, esc: Escrow) -> None:
+        self._dirty.add(esc.order_id)
+        self._wake.set()
+
+    def _save_flags(self, esc: Escrow, *flags: str) -> None:
+        esc.flags.update(flags)
+        self.store.set_flags(esc.order_id, esc.flags)
+
+    # -- our own events -----------------------------------------------------------------------
+
+    def _tick(self, esc: Escrow) -> None:
+        """Bring the machine's clock to now; a tick that changes something is stored too."""
+        now = self.now()
+        effects = esc.machine.send(Tick(now))
+        if effects:
+            with self.store.db.transaction():
+                self.store.add_step(esc.order_id, esc.role, None, encode_event(Tick(now)),
+                                    "applied", now)
+                self.store.set_state(esc.order_id, esc.state, time.time())
+            self._after(esc, effects)
+
+    def _act(self, esc: Escrow, event: EscrowEvent, *, share: bool = True) -> None:
+        """Apply our own event, store it and (if `share`) send it signed to both other parties,
+        all in one transaction. `LocalEscrowError` if the machine refuses; nothing changes."""
+        self._tick(esc)
+        now = self.now()
+        effects = esc.machine.send(event)
+        encoded = encode_event(event)
+        try:
+            raw = sign_escrow_step(self.identity, EscrowStepPayload(
+                order=esc.order_id, proposal=esc.proposal_hash, author=self.identity.public,
+                at_ms=now * 1000, event=encoded)) if share else None
+            with self.store.db.transaction():
+                self.store.add_step(esc.order_id, esc.role, raw, encoded, "applied", now)
+                self.store.set_state(esc.order_id, esc.state, time.time())
+                if raw is not None:
+                    for peer in esc.others():
+                        self.node.messenger.send(peer, EscrowStep(order=esc.order_id, step=raw))
+        except BaseException:
+            self._reload(esc)  # the machine moved but nothing was stored: rebuild it
+            raise
+        log.debug("escrow %s: sent %s (%s)", esc.order_id, event_tag(event), esc.state)
+        self._emit(EscrowChanged(esc.order_id, esc.state, event_tag(event), esc.role))
+        self._after(esc, effects)
+
+    def _reload(self, esc: Escrow) -> None:
+        esc.machine = replay(esc.terms, esc.role, esc.created,
+                             self.store.steps(esc.order_id, "applied"))
+
+    def _after(self, esc: Escrow, effects: list[Effect]) -> None:
+        """Effects that only need telling; everything else is done by `_reconcile`, which looks
+        at the machine's state rather than at effects, so a restart loses nothing."""
+        for effect in effects:
+            match effect:
+                case RulingNeeded(opened_by=by, reason=reason):
+                    self._emit(EscrowNotice(esc.order_id, "ruling_needed", f"{by}: {reason}"))
+                case DeadlinePassed(name=name):
+                    self._emit(EscrowNotice(esc.order_id, "deadline_passed", name))
+                case PeerMisbehaved(party=party, reason=reason):
+                    self._refused(esc, party, "descriptor_ack", reason)
+                case TimeoutClaimAvailable():
+                    self._emit(EscrowNotice(esc.order_id, "timeout_claim_available"))
+        self._mark(esc)
+
+    def _refused(self, esc: Escrow, party: Role, kind: str, reason: str) -> None:
+        log.info("escrow %s: refused %s from the %s: %s", esc.order_id, kind, party, reason)
+        esc.refusals.append(f"{party} {kind}: {reason}")
+        self.violations[esc.parties[party]] += 1
+        self._emit(EscrowRefused(esc.order_id, party, kind, reason))
+
+    # -- peers' events ------------------------------------------------------------------------
+
+    async def _receive(self, esc: Escrow, author: Role, event: EscrowEvent, raw: bytes,
+                       step_hash: bytes) -> None:
+        if self.store.has_step(esc.order_id, step_hash):
+            return  # a retry of a step we have
+        encoded, now = encode_event(event), self.now()
+        if isinstance(event, Tick):
+            self.store.add_step(esc.order_id, author, raw, encoded, "rejected", now,
+                                "a peer cannot move our clock")
+            self._refused(esc, author, "tick", "a peer cannot move our clock")
+            return
+        if isinstance(event, Funded):  # a claim: our own watcher checks the chain
+            self.store.add_step(esc.order_id, author, raw, encoded, "noted", now)
+            self._poke.set()
+            return
+        row_id = self.store.add_step(esc.order_id, author, raw, encoded, "pending", now)
+        if await self._try(esc, row_id, author, event):
+            await self._retry_pending(esc)
+
+    async def _retry_pending(self, esc: Escrow) -> None:
+        progress = True
+        while progress:
+            progress = False
+            for row in self.store.steps(esc.order_id, "pending"):
+                event = _decode(row.event)
+                if event is not None and await self._try(esc, row.id, Role(row.author), event):
+                    progress = True
+
+    async def _try(self, esc: Escrow, row_id: int, author: Role, event: EscrowEvent) -> bool:
+        """Feed one stored peer step if its turn has come; True if it was applied."""
+        wait = self._not_yet(esc, event)
+        if wait:
+            waiting = len(self.store.steps(esc.order_id, "pending"))
+            if esc.final or waiting > MAX_PENDING:  # it can no longer become legal
+                reason = f"the escrow ended {esc.state}" if esc.final else "too many waiting"
+                self.store.mark_step(row_id, "rejected", self.now(), f"{wait}; {reason}")
+            else:
+                log.debug("escrow %s: %s waits (%s)", esc.order_id, event_tag(event), wait)
+            return False
+        try:
+            await self._check(esc, author, event)
+            self._tick(esc)
+            effects = esc.machine.receive(event, author)
+        except EscrowError as exc:
+            self.store.mark_step(row_id, "rejected", self.now(), str(exc))
+            self._refused(esc, author, event_tag(event), str(exc))
+            return False
+        with self.store.db.transaction():
+            self.store.mark_step(row_id, "applied", esc.machine.now)
+            self.store.set_state(esc.order_id, esc.state, time.time())
+        log.debug("escrow %s: %s from the %s (%s)", esc.order_id, event_tag(event), author,
+                  esc.state)
+        self._emit(EscrowChanged(esc.order_id, esc.state, event_tag(event), author))
+        self._after(esc, effects)
+        return True
+
+    def _not_yet(self, esc: Escrow, event: EscrowEvent) -> str:
+        """Why a peer's step cannot be judged yet ("" when it can)."""
+        m = esc.machine
+        if (m.state, type(event)) not in TRANSITIONS:
+            return f"{event_tag(event)} is not legal in {m.state} (yet)"
+        if isinstance(event, PSBT_EVENTS) and (esc.signer is None or esc.funding is None):
+            return "the funding is not seen here yet"
+        if isinstance(event, Ruling):
+            due = m.deadline("ruling")
+            if not {B, S} <= m.heard and (due is None or self.now() < due):
+                return "a ruling before both parties were heard or the ruling deadline"
+        if isinstance(event, TimeoutClaimed):
+            window = m.deadline("dispute_window")
+            if window is None or self.now() < window:
+                return "the dispute window is still open"
+        return ""
+
+    async def _check(self, esc: Escrow, author: Role, event: EscrowEvent) -> None:
+        """Chain and bitcoin facts the machine cannot check; raises an `EscrowError`."""
+        network = esc.terms.network
+        if isinstance(event, KeysExchanged):
+            for xpub in filter(None, (event.xpub, event.timeout_xpub)):
+                await asyncio.to_thread(check_xpub, xpub, network)
+            await asyncio.to_thread(address_script, event.payout_address, network)
+            return
+        if not isinstance(event, PSBT_EVENTS):
+            return
+        kind = PSBT_KIND[type(event)]
+        signer, funding, m = esc.signer, esc.funding, esc.machine
+        assert signer is not None and funding is not None
+        payout = m.payout(kind, event if isinstance(event, Ruling) else None)
+        await asyncio.to_thread(check_psbt, event.psbt, signer.policy, funding, payout)
+        before = dict(m.signatures.get(kind, {}))
+        if isinstance(event, RulingAccepted) and m.ruling is not None:
+            before[A] = m.ruling.psbt
+        others = [psbt for role, psbt in before.items() if role != author]
+        if kind == "timeout":
+            await asyncio.to_thread(finalize, [event.psbt])
+        elif others:  # this signature completes the quorum: the set must finalize
+            await asyncio.to_thread(finalize, [*others, event.psbt])
+        else:  # prove the sender's signature: sign a scratch copy, then finalize the pair
+            ours = await asyncio.to_thread(signer.sign, event.psbt, funding, payout)
+            await asyncio.to_thread(finalize, [event.psbt, ours])
+
+    def _escrow(self, order_id: str) -> Escrow:
+        esc = self.escrows.get(order_id)
+        if esc is None:
+            raise LocalEscrowError(f"no escrow for order {order_id}")
+        return esc
+
+
+def _decode(raw: bytes) -> EscrowEvent | None:
+    try:
+        return decode_event(raw)
+    except (msgspec.MsgspecError, ValueError):
+        return None

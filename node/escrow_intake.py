@@ -1,0 +1,229 @@
+"""Escrow messages arriving from peers: kept in the escrow inbox the moment the messenger hands
+them over (so a crash loses none), then judged one at a time by the driver's worker.
+
+A proposal (from the buyer) is checked against what this node knows: the seller compares it with
+its own order and listing, the arbiter with its own advert. Terms a node does not agree to still
+make an escrow, which it cancels at once with its reason, so the buyer hears why. Steps and case
+files for an escrow this node does not know yet wait ("parked") until its proposal arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+from escrow.machine import EscrowMachine
+from escrow.terms import (
+    Cancel,
+    EscrowError,
+    KeysExchanged,
+    RemoteEscrowError,
+    Role,
+    State,
+    Terms,
+)
+from node.escrow_actions import EscrowActions
+from node.escrow_book import Escrow, decode_event
+from node.market.order_log import ChainError, open_step, verify_chain
+from node.market.orders import Order, TradeError
+from node.market.orders import Role as OrderRole
+from node.p2p.messenger import MessageReceived, MessengerEvent
+from p2pmarket.bodies import Arbiter, Listing
+from p2pmarket.escrow_messages import (
+    EscrowBody,
+    EscrowCase,
+    EscrowOpen,
+    EscrowStep,
+    EscrowWireError,
+    Proposal,
+    digest,
+    open_escrow_step,
+    open_proposal,
+)
+from p2pmarket.records import RecordError, decode_record
+
+log = logging.getLogger(__name__)
+
+B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER
+PARK_FOR = 7 * 86_400.0  # how long a step may wait for its escrow's proposal
+MAX_FEE_SHARE = 20  # a seller accepts a miner fee bound up to 1/20 of the amount (or 20k sats)
+
+
+class EscrowIntake(EscrowActions):
+    def _on_messenger_event(self, event: MessengerEvent) -> None:
+        """The messenger's callback: store escrow messages; the worker judges them."""
+        if not isinstance(event, MessageReceived):
+            return
+        body = event.message.body
+        if isinstance(body, EscrowOpen | EscrowStep | EscrowCase):
+            self.store.add_inbox(event.message.sender, body, time.time())
+            self._wake.set()
+
+    async def _process_inbox(self) -> None:
+        while rows := self.store.inbox():
+            for row in rows:
+                try:
+                    body: EscrowBody = msgspec.msgpack.decode(row.body, type=EscrowBody)
+                    park = await self._handle(row.sender, body)
+                except (RemoteEscrowError, EscrowWireError, msgspec.MsgspecError) as exc:
+                    self.violations[row.sender] += 1
+                    log.info("dropped an escrow message from %s: %s", row.sender.hex()[:16], exc)
+                    park = False
+                except (EscrowError, TradeError) as exc:  # never retry a message forever
+                    log.warning("could not handle an escrow message from %s: %s",
+                                row.sender.hex()[:16], exc)
+                    park = False
+                if park:
+                    self.store.park(row.id)
+                else:
+                    self.store.drop_inbox(row.id)
+
+    async def _handle(self, sender: bytes, body: EscrowBody) -> bool:
+        """Judge one message; True when it must wait for its escrow's proposal."""
+        if isinstance(body, EscrowOpen):
+            await self._on_open(sender, body)
+            return False
+        esc = self.escrows.get(body.order)
+        if esc is None:
+            return True
+        if isinstance(body, EscrowStep):
+            await self._on_step(esc, sender, body)
+        else:
+            self._on_case(esc, sender, body)
+        return False
+
+    # -- proposals ----------------------------------------------------------------------------
+
+    async def _on_open(self, sender: bytes, body: EscrowOpen) -> None:
+        proposal = open_proposal(body.proposal)
+        if proposal.order != body.order or sender != proposal.buyer:
+            raise RemoteEscrowError("a proposal comes from the order's buyer")
+        if body.order in self.escrows:
+            return  # a retry
+        role = {proposal.seller: S, proposal.arbiter: A}.get(self.identity.public)
+        if role is None:
+            raise RemoteEscrowError("a proposal for an escrow this node is not part of")
+        order = _opened_order(proposal)
+        try:
+            terms = msgspec.msgpack.decode(proposal.terms, type=Terms)
+        except (msgspec.MsgspecError, ValueError) as exc:
+            raise RemoteEscrowError(f"bad escrow terms: {exc}") from exc
+        if terms.order_id != proposal.order:
+            raise RemoteEscrowError("the terms name another order")
+        reason = self._judge(proposal, terms, role, order)
+        with self.store.db.transaction():  # a restart must not find it accepted
+            esc = self._new_escrow(proposal, body.proposal, terms, role)
+            if reason:
+                log.info("escrow %s: declined: %s", esc.order_id, reason)
+                self._act(esc, Cancel(role, reason[:4000]))
+            self.store.unpark(esc.order_id)
+
+    def _new_escrow(self, proposal: Proposal, raw: bytes, terms: Terms, role: Role) -> Escrow:
+        now = self.now()
+        esc = Escrow(proposal, raw, digest(raw), terms, role, EscrowMachine(terms, role, now=now),
+                     created=now)
+        self.store.add_escrow(esc.order_id, role, raw, esc.state, now, time.time())
+        self.escrows[esc.order_id] = esc
+        self._mark(esc)  # `_reconcile` sends our keys
+        return esc
+
+    def _judge(self, proposal: Proposal, terms: Terms, role: Role, order: Order) -> str:
+        """Why this node declines the terms ("" when it agrees)."""
+        price = order.terms.price
+        if price.currency != "BTC" or price.amount != terms.amount_sats:
+            return f"the escrow amount {terms.amount_sats} sats is not the order's price"
+        if terms.network != self.config.network:
+            return f"this node's escrow runs on {self.config.network}, not {terms.network}"
+        try:
+            advert = decode_record(proposal.advert, allow_expired=True)
+        except RecordError as exc:
+            return f"the arbiter's advert does not verify: {exc}"
+        body = advert.body
+        if advert.publisher != proposal.arbiter or not isinstance(body, Arbiter):
+            return "the advert is not the arbiter's"
+        if (terms.arbiter_fee_bp, terms.arbiter_fee_fixed_sats) != (body.fee_percent_bp,
+                                                                    body.fee_fixed_sat):
+            return "the arbiter fee differs from the arbiter's advert"
+        if role is A:
+            return "" if self.accepts_arbitration() else "this node does not serve as arbiter"
+        return self._judge_as_seller(proposal, terms, order)
+
+    def _judge_as_seller(self, proposal: Proposal, terms: Terms, order: Order) -> str:
+        trade = self.node.trade
+        try:
+            mine = trade.store.load_order(order.id)
+        except TradeError:
+            return "no such order here"
+        if mine.log.entries[0].raw != proposal.opened:
+            return "the proposal's order is not ours"
+        if terms.min_confirmations < 1:
+            return "the seller waits for at least one confirmation"
+        if terms.max_fee_sats > max(20_000, terms.amount_sats // MAX_FEE_SHARE):
+            return "the miner fee bound is too high"
+        listing = trade.own_listing(order.terms.listing.id) if trade.own_listing else None
+        if listing is not None and isinstance(listing.body, Listing):
+            names = listing.body.arbiters
+            if names and proposal.arbiter not in names:
+                return "the listing does not name this arbiter"
+            if terms.deadlines != listing.body.escrow:
+                return "the deadlines differ from the listing's"
+        return ""
+
+    async def _send_keys(self, esc: Escrow) -> None:
+        """Our per-order xpub and a fresh payout address of our wallet."""
+        await self._ensure_signer(esc)
+        assert esc.key is not None
+        address = await self.wallet.receive_address()
+        timeout = (esc.key.timeout_xpub if esc.role is S and esc.terms.seller_timeout_blocks
+                   else None)
+        self._act(esc, KeysExchanged(esc.role, esc.key.xpub, address, timeout))
+
+    async def _reconcile(self, esc: Escrow) -> None:
+        if esc.state is State.PROPOSED and esc.role not in esc.machine.keys:
+            await self._send_keys(esc)
+        await super()._reconcile(esc)
+
+    # -- steps and case files -----------------------------------------------------------------
+
+    async def _on_step(self, esc: Escrow, sender: bytes, body: EscrowStep) -> None:
+        step = open_escrow_step(body.step)
+        if step.order != esc.order_id or step.author != sender:
+            raise RemoteEscrowError("an escrow step is sent by its author, for its order")
+        if step.proposal != esc.proposal_hash:
+            raise RemoteEscrowError("an escrow step for another proposal")
+        role = esc.role_of(sender)
+        if role is None or role is esc.role:
+            raise RemoteEscrowError("an escrow step from outside the escrow")
+        try:
+            event = decode_event(step.event)
+        except (msgspec.MsgspecError, ValueError) as exc:
+            raise RemoteEscrowError(f"not an escrow event: {exc}") from exc
+        await self._receive(esc, role, event, body.step, digest(body.step))
+
+    def _on_case(self, esc: Escrow, sender: bytes, body: EscrowCase) -> None:
+        """Arbiter: a party's copy of the order log (checked) and its copy of the listing."""
+        role = esc.role_of(sender)
+        if esc.role is not A or role not in (B, S):
+            raise RemoteEscrowError("a case file goes from a party to the arbiter")
+        try:
+            log_ = verify_chain(list(body.order_log))
+        except ChainError as exc:
+            raise RemoteEscrowError(f"the order log does not verify: {exc}") from exc
+        if log_.entries[0].raw != esc.proposal.opened:
+            raise RemoteEscrowError("the order log is of another order")
+        self.store.set_case(esc.order_id, role, list(body.order_log), body.listing, time.time())
+        self._mark(esc)
+
+
+def _opened_order(proposal: Proposal) -> Order:
+    """The order as its opening step (signed by the seller) describes it."""
+    try:
+        order = Order(open_step(proposal.opened), OrderRole.SELLER)
+    except ChainError as exc:
+        raise RemoteEscrowError(f"the order's opening step does not verify: {exc}") from exc
+    if (order.id, order.buyer, order.seller) != (proposal.order, proposal.buyer,
+                                                 proposal.seller):
+        raise RemoteEscrowError("the opening step names another order, buyer or seller")
+    return order
