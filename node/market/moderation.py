@@ -75,7 +75,7 @@ class Blocklist:
 async def report_listing(identity: Identity, dht: DhtNode, publisher: bytes, listing_id: str,
                          reason: ReportReason, text: str = "") -> AnyRecord:
     record = sign_record(identity, Report(listing_publisher=publisher, listing_id=listing_id,
-                                          reason=reason, text=text), seq=int(time.time()))
+                                          reason=reason, text=text), seq=int(time.time() * 1000))
     await dht.put(record)
     return record
 

@@ -163,3 +163,19 @@ async def test_edit_propagates_delete_hides_block_filters() -> None:
         b.blocklist.block_peer(seller.public, "spam")
         assert (await b.search(Filters(text="orange"))).hits == []
         assert b.local(Filters(text="kayak")).hits == []
+
+
+async def test_reports_are_signed_and_counted_once_per_reporter() -> None:
+    from node.market.moderation import report_count, report_listing
+    from p2pmarket.dhtkeys import reports_key
+
+    async with dht_network(12) as net:
+        seller = Identity.generate()
+        reporters = [Identity.generate() for _ in range(3)]
+        for i, who in enumerate(reporters):
+            await report_listing(who, net[i], seller.public, "item-00001", "scam", "fake")
+        await report_listing(reporters[0], net[5], seller.public, "item-00001", "spam")  # again
+        assert await report_count(net[9], seller.public, "item-00001") == 3
+        assert await report_count(net[9], seller.public, "item-00002") == 0
+        records = await net[8].get_all(reports_key(seller.public, "item-00001"))
+        assert {r.publisher for r in records} == {r.public for r in reporters}
