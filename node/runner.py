@@ -1,20 +1,23 @@
 """`p2pmarket run`: the node process — one asyncio loop, one TaskGroup, clean stop on signals.
 
-It runs the DHT and the libp2p host with reliable messaging and blobs; the HTTP API joins the
-same TaskGroup in a later issue.
+It runs the DHT and the libp2p host with reliable messaging and blobs, and the local HTTP API
+(`node.api`), which starts first: it answers (and says what is still starting) while the p2p
+stack loads, and writes `<datadir>/api.cookie` and `api.url` for clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 from pathlib import Path
 
 from dht.bootstrap import default_bootstrap_file, load_bootstrap_file, load_neighbours
+from node.api.server import ApiServer
 from node.app import Node
-from node.p2p.host import Libp2pHost
+from node.escrow_driver import EscrowConfig
 from node.p2p.transport import P2PError
 from p2pmarket.config import Config
 from p2pmarket.datadir import DB_FILE
@@ -27,6 +30,25 @@ log = logging.getLogger(__name__)
 def run_node(datadir: Path, config: Config, keystore: Keystore) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     return asyncio.run(serve_node(datadir, config, keystore))
+
+
+DEFAULT_ESPLORA = {
+    "signet": "https://mempool.space/signet/api",
+    "testnet": "https://mempool.space/testnet/api",
+}
+
+
+def escrow_config(config: Config, keystore: Keystore) -> EscrowConfig | None:
+    """The node's chain for the escrow driver: `esplora_url`, else the network's public
+    default; None (escrow off) for regtest without a URL, and for mainnet in this version."""
+    url = config.esplora_url or DEFAULT_ESPLORA.get(config.network, "")
+    if config.network == "mainnet":
+        log.error("escrow on mainnet is not enabled in this version; escrow is off")
+        return None
+    if not url:
+        log.info("no esplora_url for %s: escrow is off", config.network)
+        return None
+    return EscrowConfig(esplora_url=url, mnemonic=keystore.mnemonic, network=config.network)
 
 
 def bootstrap_addrs(datadir: Path, config: Config) -> list[tuple[str, int]]:
@@ -42,19 +64,34 @@ async def serve_node(datadir: Path, config: Config, keystore: Keystore,
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    db = Database.open(datadir / DB_FILE)
+    api = ApiServer(datadir, host=config.api_host, port=config.api_port, stop=stop,
+                    peer_id=keystore.identity.peer_id, any_port_if_busy=True)
+    db: Database | None = None
     try:
-        host = Libp2pHost(keystore.identity, config.p2p_host, config.p2p_port)
-        node = Node(keystore.identity, db, host, datadir=datadir)
+        try:
+            await api.start()
+        except OSError as exc:
+            log.error("cannot start the HTTP API on %s:%d: %s", config.api_host,
+                      config.api_port, exc)
+            return 1
+        db = Database.open(datadir / DB_FILE)
+        # libp2p takes most of a second to import: off the loop, so the API answers meanwhile
+        host_module = await asyncio.to_thread(importlib.import_module, "node.p2p.host")
+        host = host_module.Libp2pHost(keystore.identity, config.p2p_host, config.p2p_port)
+        node = Node(keystore.identity, db, host, datadir=datadir,
+                    escrow=escrow_config(config, keystore))
         try:
             await node.start(dht_host=config.dht_host, dht_port=config.dht_port)
         except (OSError, P2PError) as exc:
             log.error("cannot start the node: %s", exc)
             await node.close()
             return 1
+        api.attach(node)
         await node.run(stop, bootstrap_addrs(datadir, config))
     finally:
-        db.close()
+        await api.stop()
+        if db is not None:
+            db.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

@@ -1,4 +1,5 @@
-"""The `p2pmarket` command: `init`, `id` and `run` a node's data dir.
+"""The `p2pmarket` command: `init`, `id` and `run` a node's data dir; the verbs that use the
+running node's API (`status`, `search`, `listing`, `offer`, `orders`) live in `cli_api`.
 
 Only the core is imported here at module level; node/, dht/, escrow/ and tui/ are imported
 inside the verb that needs them, so `--help`, `init` and `id` work without the heavy stack.
@@ -7,6 +8,7 @@ inside the verb that needs them, so `--help`, `init` and `id` work without the h
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import logging
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from p2pmarket import __version__
+from p2pmarket.cli_api import add_verbs as add_api_verbs
 from p2pmarket.cli_common import (
     CliError,
     install_stderr_logging,
@@ -133,6 +136,24 @@ def _load_run_node() -> RunNode:
     return cast(RunNode, module.run_node)
 
 
+def cmd_devchain(args: argparse.Namespace, _stderr: logging.Handler) -> int:
+    """A loopback regtest chain (Esplora API, faucet, mining) for development and tests."""
+    datadir = Path(args.datadir) if args.datadir else resolve_datadir(None) / "devchain"
+    if args.block_interval is not None and args.block_interval <= 0:
+        raise CliError("--block-interval must be a positive number of seconds")
+    module = importlib.import_module("escrow.devchain")  # bdk and pbk load only for this verb
+
+    def ready(chain: object) -> None:
+        url = getattr(chain, "url", "")
+        print(url, flush=True)
+        print(f"p2pmarket: devchain ready (data in {datadir}); faucet: POST {url}/devchain/faucet "
+              '{"address", "sats"}; mine: POST ' + f"{url}/devchain/mine", file=sys.stderr)
+
+    asyncio.run(module.serve_devchain(datadir, "127.0.0.1", args.port, args.block_interval,
+                                      on_ready=ready))
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -181,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     run.set_defaults(func=cmd_run)
+    devchain = verbs.add_parser("devchain", help="run a loopback regtest chain (Esplora API)")
+    devchain.add_argument("--datadir", metavar="D",
+                          help="where devchain.db lives (default: <user data dir>/devchain)")
+    devchain.add_argument("--port", metavar="P", type=int, default=3002,
+                          help="HTTP port on 127.0.0.1 (default 3002; 0 picks a free one)")
+    devchain.add_argument("--block-interval", metavar="S", type=float,
+                          help="also mine a block every S seconds (default: only on demand)")
+    devchain.set_defaults(func=cmd_devchain)
+    # status, search, listing, offer, orders: through the running node's HTTP API
+    add_api_verbs(verbs, _add_datadir)
     return parser
 
 

@@ -1,0 +1,97 @@
+"""Node routes: version (no token), status, shutdown, peers, categories and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from node.api.context import Call, Reply
+from node.api.convert import page
+from node.api.registry import Routes
+from p2pmarket import __version__
+from p2pmarket import client_schemas as s
+from p2pmarket.client_events import StoppingEvent
+from p2pmarket.identity import peer_id_from_public
+from p2pmarket.taxonomy import all_paths
+
+routes = Routes("node")
+OPENAPI = web.AppKey("p2pmarket_openapi", dict[str, Any])
+
+
+@routes.get("/version", name="getVersion", summary="Name and version (needs no token)",
+            response=s.Version, auth=False)
+async def get_version(call: Call) -> s.Version:
+    return s.Version(name="p2pmarket", version=__version__, api="v1")
+
+
+@routes.get("/node", name="getStatus", summary="Node status", response=s.NodeStatus)
+async def get_status(call: Call) -> s.NodeStatus:
+    """What runs, what is still starting (`starting`), and a few counts."""
+    state = call.state
+    uptime = time.monotonic() - state.started
+    node = state.node
+    if node is None:
+        return s.NodeStatus(peer_id=state.peer_id, version=__version__, uptime=uptime,
+                            last_event_id=state.hub.last_id, starting=["p2p", "dht"],
+                            state="stopping" if state.stopping else "starting")
+    dht = node.dht.status()
+    listening = f"{dht.listening[0]}:{dht.listening[1]}" if dht.listening else None
+    return s.NodeStatus(
+        peer_id=node.identity.peer_id, version=__version__, uptime=uptime,
+        last_event_id=state.hub.last_id, state="stopping" if state.stopping else "running",
+        starting=[] if node.ready.is_set() else ["dht-join"],
+        dht=s.DhtStatusOut(listening=listening, contacts=dht.contacts,
+                           records_held=dht.records_held, bootstrapped=dht.bootstrapped),
+        listen_addrs=node.host.listen_addrs(), connected_peers=len(node.host.connected_peers()),
+        my_listings=len(node.listings.mine()), cached_listings=node.search.cache.count(),
+        offers=len(node.trade.store.negotiation_ids()), orders=len(node.trade.store.order_ids()),
+        escrow=getattr(node, "escrow", None) is not None)
+
+
+@routes.post("/node/shutdown", name="shutdown", summary="Stop the node cleanly",
+             response=s.Stopping, status=202)
+async def shutdown(call: Call) -> Reply:
+    """Sets the node's stop event; the answer is sent before the server closes."""
+    state = call.state
+    state.stopping = True
+    state.hub.publish("node.stopping", StoppingEvent(reason="requested through the API"))
+    asyncio.get_running_loop().call_soon(state.stop.set)
+    return Reply(s.Stopping(), 202)
+
+
+@routes.get("/peers", name="listPeers", summary="Peers with an open channel",
+            query=s.Paging, response=s.Page[s.PeerOut])
+async def list_peers(call: Call) -> s.Page[s.PeerOut]:
+    peers = [s.PeerOut(peer=p, connected=True) for p in sorted(call.node.host.connected_peers())]
+    items, token = page(peers, call.query(s.Paging))
+    return s.Page[s.PeerOut](items=items, next_page_token=token)
+
+
+@routes.get("/peers/{peer_id}", name="getPeer", summary="One peer: addresses and standing",
+            response=s.PeerInfo, errors=(502,))
+async def get_peer(call: Call) -> s.PeerInfo:
+    """Resolves the peer's signed address record in the DHT."""
+    node, public = call.node, call.peer()
+    peer_id = peer_id_from_public(public)
+    info = await node.peers.resolve(public)
+    return s.PeerInfo(peer=peer_id, connected=peer_id in node.host.connected_peers(),
+                      addrs=list(info.addrs) if info else [],
+                      banned=node.messenger.is_banned(public),
+                      blocked=node.blocklist.is_blocked_peer(public),
+                      misbehaviour=node.messenger.scores[public])
+
+
+@routes.get("/categories", name="listCategories", summary="The category taxonomy",
+            response=list[str])
+async def list_categories(call: Call) -> list[str]:
+    """Every `top` and `top/sub` path a listing may use."""
+    return all_paths()
+
+
+@routes.get("/openapi.json", name="getOpenapi", summary="This document (OpenAPI 3.1)",
+            response=dict[str, Any])
+async def get_openapi(call: Call) -> web.Response:
+    return web.json_response(call.request.app[OPENAPI])
