@@ -187,3 +187,13 @@ def test_non_bytes_input() -> None:
 def test_fresh_keys_are_unique() -> None:
     assert Identity.from_seed(os.urandom(32)).public != ALICE.public
     assert msgspec.msgpack.encode(make_listing()) == msgspec.msgpack.encode(make_listing())
+
+
+def test_verified_skips_only_the_signature() -> None:
+    rec = sign_record(ALICE, make_listing(), seq=1, created=NOW)
+    forged = rec.raw.replace(ALICE.public, MALLORY.public)
+    assert decode_record(forged, now=NOW, verified=True).publisher == MALLORY.public
+    with pytest.raises(BadSignature):
+        decode_record(forged, now=NOW)
+    with pytest.raises(MalformedRecord):
+        decode_record(rec.raw[:-1] + b"\x00\x00", now=NOW, verified=True)
