@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from node.api.convert import OFFER_STATES, ORDER_STATES, ROLES
+from node.api.escrow_adapter import escrow_api
+from node.escrow_driver import EscrowDriver
 from node.market.trade_store import (
     ChatReceived,
     NegotiationChanged,
@@ -109,9 +111,9 @@ class EventHub:
     def attach(self, node: Node) -> None:
         node.messenger.listeners.append(self.on_messenger)
         node.trade.listeners.append(self.on_trade)
-        escrow_listeners = getattr(getattr(node, "escrow", None), "listeners", None)
-        if isinstance(escrow_listeners, list):  # see routes_escrow.EscrowService
-            escrow_listeners.append(self.on_escrow)
+        driver = getattr(node, "escrow", None)
+        if isinstance(driver, EscrowDriver):
+            escrow_api(driver).listeners.append(self.on_escrow)
 
     def on_escrow(self, change: object) -> None:
         self.publish("escrow.changed", ev.EscrowEvent(

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from node.api.context import Call
+from node.api.escrow_adapter import escrow_api
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
+from node.escrow_driver import EscrowDriver
 from p2pmarket import client_schemas_trade as t
 
 routes = Routes("escrow")
@@ -58,6 +60,8 @@ def escrow(call: Call) -> EscrowService:
     if service is None:
         raise ApiProblem("not-implemented", "escrow and wallet are not available on this node "
                                             "yet; pay outside escrow (POST .../payment)")
+    if isinstance(service, EscrowDriver):
+        return escrow_api(service)
     if not isinstance(service, EscrowService):
         raise ApiProblem("not-implemented", "this node's escrow driver does not offer the "
                                             "API's escrow interface yet")
