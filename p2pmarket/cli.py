@@ -154,6 +154,25 @@ def cmd_devchain(args: argparse.Namespace, _stderr: logging.Handler) -> int:
     return EXIT_OK
 
 
+def cmd_bootstrap(args: argparse.Namespace, stderr: logging.Handler) -> int:
+    """A lightweight DHT entry point for hobbyists: no wallet, health and metrics on loopback."""
+    datadir = resolve_datadir(args.datadir)
+    require_initialised(datadir)
+    flags = {"dht_host": args.dht_host, "dht_port": args.dht_port, "p2p_port": args.p2p_port,
+             "bootstrap": tuple(args.bootstrap) if args.bootstrap else None,
+             "log_level": args.log_level}
+    config, warnings = load_config(datadir, cli={k: v for k, v in flags.items() if v is not None})
+    with DataDirLock(datadir):
+        keystore = unlock_keystore(datadir)
+        file_handler = setup_node_logging(datadir, config.log_level, stderr, warnings)
+        try:
+            module = importlib.import_module("node.bootstrap")
+            code: int = module.run_bootstrap(datadir, config, keystore, args.metrics_port)
+            return code
+        finally:
+            remove_handler(file_handler)
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -210,6 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     devchain.add_argument("--block-interval", metavar="S", type=float,
                           help="also mine a block every S seconds (default: only on demand)")
     devchain.set_defaults(func=cmd_devchain)
+    boot = verbs.add_parser("bootstrap", help="run a bootstrap node (DHT entry point, "
+                                              "/healthz and /metrics on loopback)")
+    _add_datadir(boot)
+    boot.add_argument("--dht-host", metavar="H", help="DHT UDP address (default 0.0.0.0)")
+    boot.add_argument("--dht-port", metavar="P", type=int, help="DHT UDP port (default 8468)")
+    boot.add_argument("--p2p-port", metavar="Q", type=int,
+                      help="libp2p port, reserved for the circuit relay (not served yet)")
+    boot.add_argument("--metrics-port", metavar="M", type=int, default=9468,
+                      help="/healthz and /metrics on 127.0.0.1:M (default 9468)")
+    boot.add_argument("--bootstrap", metavar="HOST:PORT", action="append",
+                      help="other bootstrap nodes to join (repeatable)")
+    boot.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    boot.set_defaults(func=cmd_bootstrap)
     # status, search, listing, offer, orders: through the running node's HTTP API
     add_api_verbs(verbs, _add_datadir)
     return parser

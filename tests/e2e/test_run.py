@@ -145,3 +145,31 @@ def test_busy_p2p_port_is_a_clear_error(tmp_path: Path) -> None:
         finally:
             _reap(proc)
     assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_bootstrap_verb_serves_health_and_stops(tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    env = base_env(tmp_path / "home")
+    _init(tmp_path / "boot", env)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2pmarket", "bootstrap", "--datadir", str(tmp_path / "boot"),
+         "--dht-host", "127.0.0.1", "--dht-port", str(_free_udp_port()),
+         "--metrics-port", str(metrics_port)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        _wait_for(proc, r"health and metrics on http://127\.0\.0\.1:\d+/")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz",
+                                    timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                    timeout=10) as resp:
+            assert b"p2pmarket_dht_contacts" in resp.read()
+    finally:
+        assert _stop(proc) == 0
