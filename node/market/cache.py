@@ -6,6 +6,7 @@ rank by FTS5 bm25 (relevance), price, newest or distance.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -65,6 +66,22 @@ MIGRATIONS = [
     END;
     """,
 ]
+
+
+RADIUS_SCAN = 20_000  # rows a radius query reads from its bounding box at most
+
+
+def bounding_box(near: tuple[float, float], radius_km: float
+                 ) -> tuple[float, float, float, float]:
+    """(lat_min, lat_max, lon_min, lon_max) around a point; whole longitudes near the poles."""
+    lat, lon = near
+    dlat = radius_km / 110.574
+    cos = math.cos(math.radians(lat))
+    dlon = 180.0 if cos < 1e-6 else min(180.0, radius_km / (111.320 * cos))
+    lon_min, lon_max = lon - dlon, lon + dlon
+    if lon_min < -180.0 or lon_max > 180.0:  # crosses the antimeridian: take every longitude
+        lon_min, lon_max = -180.0, 180.0
+    return lat - dlat, lat + dlat, lon_min, lon_max
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +178,9 @@ class ListingCache:
             sql.append(", 0.0 AS score FROM listing_cache c WHERE 1")
         sql.append("AND c.expires > ?")
         args.append(time.time() if now is None else now)
-        if f.category:
-            sql.append("AND (c.category = ? OR c.category LIKE ?)")
-            args += [f.category, f.category + "/%"]
+        if f.category:  # a range, not LIKE, so the category index is used ("/" < "0")
+            sql.append("AND (c.category = ? OR (c.category >= ? AND c.category < ?))")
+            args += [f.category, f.category + "/", f.category + "0"]
         if f.currency:
             sql.append("AND c.currency = ?")
             args.append(f.currency)
@@ -187,10 +204,17 @@ class ListingCache:
             args += list(f.exclude_ids)
         if not f.include_sold_out:
             sql.append("AND c.quantity > 0")
+        box = None
+        if f.near is not None and f.radius_km is not None:
+            # a bounding box in SQL, the exact distance below: pages are complete and the
+            # distance sort sees every match
+            box = bounding_box(f.near, f.radius_km)
+            sql.append("AND c.lat BETWEEN ? AND ? AND c.lon BETWEEN ? AND ?")
+            args += list(box)
         sql.append("ORDER BY " + {"price": "c.amount, score", "newest": "c.created DESC, score"}
                    .get(sort, "score, c.created DESC"))
         sql.append("LIMIT ?")
-        args.append(limit if f.near is None else limit * 20)
+        args.append(limit if f.near is None else (RADIUS_SCAN if box else limit * 20))
         hits: list[Hit] = []
         for row in self.db.query(" ".join(sql), args):
             distance = None

@@ -23,7 +23,7 @@ from p2pmarket.dhtkeys import index_key, single_key
 log = logging.getLogger(__name__)
 
 FETCH_CONCURRENCY = 8
-INDEX_PAGES = 16
+INDEX_PAGES = 64  # ~28 entries a page: keys of up to ~1,800 entries are read whole
 
 
 @dataclass(frozen=True, slots=True)
