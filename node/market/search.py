@@ -19,6 +19,7 @@ from node.market.terms import tokens
 from p2pmarket import geohash
 from p2pmarket.bodies import IndexEntry, Listing, Tombstone
 from p2pmarket.dhtkeys import index_key, single_key
+from p2pmarket.taxonomy import TAXONOMY
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ class Search:
             cells = geo_terms(f.near, f.radius_km)
             if cells:
                 groups.append([index_key("geo", c) for c in cells])
-        if not groups:
-            return 0
+        if not groups:  # plain browsing: every top-level category (union), newest first
+            groups.append([index_key("cat", top) for top in TAXONOMY])
         candidates: dict[tuple[bytes, str], IndexEntry] | None = None
         # smallest group first would need sizes; the order does not change the result
         for group in groups:

@@ -179,3 +179,14 @@ async def test_reports_are_signed_and_counted_once_per_reporter() -> None:
         assert await report_count(net[9], seller.public, "item-00002") == 0
         records = await net[8].get_all(reports_key(seller.public, "item-00001"))
         assert {r.publisher for r in records} == {r.public for r in reporters}
+
+
+async def test_browsing_without_terms_finds_every_listing() -> None:
+    async with dht_network(12) as net:
+        seller = Identity.generate()
+        net[2].identity = seller
+        listings = Listings(seller, Database.open(":memory:"), net[2])
+        rng = random.Random(3)
+        ids = {(await listings.create(listing_fields(rng, i))).body.id for i in range(12)}
+        page = await buyer(net[9]).search(Filters(), page_size=50)
+        assert {h.record.body.id for h in page.hits} == ids
