@@ -57,7 +57,8 @@ class EscrowApi:
         return t.EscrowOut(order_id=view.order, state=str(view.state), address=view.address,
                            amount_sat=view.amount_sats, funding_txid=view.funding_txid,
                            deadline=float(deadlines[0]) if deadlines else None,
-                           can=NEXT.get((view.role, view.state), []))
+                           can=[a for a in NEXT.get((view.role, view.state), [])
+                                if f"{a}:{view.role}" not in view.signed])
 
     async def _call(self, order_id: str, action: Callable[[], Awaitable[EscrowView]]
                     ) -> t.EscrowOut:

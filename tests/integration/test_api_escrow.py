@@ -58,6 +58,7 @@ async def test_buyer_funds_and_releases_through_the_api(tmp_path: Path) -> None:
             await seller.node.trade.mark_shipped(order_id, "DHL", "JJD0001")
             await until(lambda: order_state(buyer, order_id) is OrderState.SHIPPED)
             await client.release_escrow(order_id)
+            assert "release" not in (await client.get_escrow(order_id)).can  # signed already
             await until(lambda: escrow_state(seller, order_id) is State.RELEASED, timeout=30)
         finally:
             await client.close()
