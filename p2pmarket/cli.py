@@ -173,6 +173,44 @@ def cmd_bootstrap(args: argparse.Namespace, stderr: logging.Handler) -> int:
             remove_handler(file_handler)
 
 
+def _has_verb(name: str) -> bool:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return name in sub.choices
+
+
+def cmd_devnet(args: argparse.Namespace, _stderr: logging.Handler) -> int:
+    """A whole local market on loopback (devchain, bootstrap, seller, buyer, arbiter)."""
+    if args.nodes < 0:
+        raise CliError("--nodes must be 0 or more")
+    root = Path(args.dir).expanduser().absolute() if args.dir else resolve_datadir(None) / "devnet"
+    tui = not args.no_tui
+    if tui and not _has_verb("tui"):
+        print("p2pmarket: this installation has no `tui` verb; running without the TUI",
+              file=sys.stderr)
+        tui = False
+    elif tui and not sys.stdin.isatty():
+        print("p2pmarket: stdin is not a terminal; running without the TUI", file=sys.stderr)
+        tui = False
+    root.mkdir(parents=True, exist_ok=True)
+    module = importlib.import_module("p2pmarket.devnet")  # node/, dht/ load only for this verb
+
+    def say(line: str) -> None:
+        print(f"p2pmarket: {line}", file=sys.stderr, flush=True)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    code: int = asyncio.run(module.run_devnet(root, extra_sellers=args.nodes, tui=tui, say=say,
+                                              out=out))
+    return code
+
+
+def cmd_tui(args: argparse.Namespace, _stderr: logging.Handler) -> int:
+    from tui.main import run_cli  # textual loads only for this verb
+
+    return run_cli(args)
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -242,8 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="other bootstrap nodes to join (repeatable)")
     boot.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     boot.set_defaults(func=cmd_bootstrap)
+    devnet = verbs.add_parser("devnet", help="run a whole local market on loopback (devchain, "
+                                             "bootstrap, seller, buyer, arbiter) and its TUI")
+    devnet.add_argument("--dir", metavar="D",
+                        help="where the devnet lives (default: <user data dir>/devnet); "
+                             "rerunning with the same dir resumes it")
+    devnet.add_argument("--nodes", metavar="N", type=int, default=0,
+                        help="extra seller nodes (default 0)")
+    devnet.add_argument("--no-tui", action="store_true",
+                        help="do not open the TUI; run until Ctrl-C")
+    devnet.set_defaults(func=cmd_devnet)
     # status, search, listing, offer, orders: through the running node's HTTP API
     add_api_verbs(verbs, _add_datadir)
+    tui = verbs.add_parser("tui", help="terminal UI of a running node (through its HTTP API)")
+    _add_datadir(tui)
+    tui.add_argument("--api", metavar="URL", help="the node's API URL instead of a data dir")
+    tui.add_argument("--cookie", metavar="FILE", help="the node's api.cookie (with --api)")
+    tui.set_defaults(func=cmd_tui)
     return parser
 
 

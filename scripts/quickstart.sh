@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Set up .venv (first run only) and start the main job. For now that is a development node
-# in .devnet/node: create it once, then print its peer id. `p2pmarket devnet` replaces this.
+# Set up .venv (first run only), then start the main job: `p2pmarket devnet`, a whole local
+# market on loopback (regtest devchain, bootstrap, seller, buyer and arbiter nodes, sample
+# listings) kept in .devnet/. It opens the TUI on the buyer when this installation has the `tui`
+# verb and a terminal; otherwise it runs in the foreground until Ctrl-C. Ctrl-C stops every
+# process it started; running this again resumes the same market. Extra arguments go to devnet
+# (e.g. `--nodes 2` for two more sellers, `--no-tui`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/_venv.sh
 source scripts/_venv.sh
 p2pmarket_venv
 
-datadir=.devnet/node
-if [ ! -f "$datadir/keystore" ]; then
-    # a throwaway development identity: no passphrase, said so on every start
-    .venv/bin/p2pmarket init --datadir "$datadir" --insecure-no-passphrase >/dev/null
+args=(--dir .devnet)
+if ! .venv/bin/p2pmarket tui --help >/dev/null 2>&1; then
+    echo "==> no \`p2pmarket tui\` in this installation yet: running the devnet without it" >&2
+    args+=(--no-tui)
+elif [ ! -t 0 ] || [ ! -t 1 ]; then
+    args+=(--no-tui)  # no terminal for the TUI
 fi
-echo "peer id of the development node in $datadir:"
-.venv/bin/p2pmarket id --datadir "$datadir"
-echo "next: .venv/bin/p2pmarket run --datadir $datadir"
-echo "(once it exists, \`p2pmarket devnet\` will replace this: a whole local market on loopback)"
+echo "==> starting the devnet in .devnet (Ctrl-C stops it)" >&2
+exec .venv/bin/p2pmarket devnet "${args[@]}" "$@"

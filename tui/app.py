@@ -1,0 +1,137 @@
+"""The p2pmarket Textual app: screens as modes (F1-F5 and the command palette), live updates
+from the node's event stream in a worker. Build it with `make_app(client)`; tests pass a fake."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+
+from p2pmarket.client import ClientError, Event
+from tui.format import describe_error, short
+from tui.screens.inbox import InboxScreen
+from tui.screens.market import MarketScreen
+from tui.screens.network import NetworkScreen
+from tui.screens.orders import OrdersScreen
+from tui.screens.sell import SellScreen
+
+if TYPE_CHECKING:
+    from p2pmarket.client import Client
+    from p2pmarket.client_schemas import NodeStatus
+
+log = logging.getLogger(__name__)
+
+SCREENS = {  # mode -> (title, help)
+    "market": ("Market", "search listings, open one, make an offer"),
+    "orders": ("Orders", "my orders: ship, confirm receipt, cancel, escrow"),
+    "inbox": ("Inbox", "negotiations: accept, counter, decline, message"),
+    "sell": ("Sell", "my listings: create, edit, delete"),
+    "network": ("Network", "node status, peers, DHT, outbox, wallet"),
+}
+
+
+class ScreensProvider(Provider):
+    """Command palette entries that switch screens."""
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for mode, (title, help_text) in SCREENS.items():
+            text = f"Go to {title}"
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text),
+                          partial(self.app.switch_mode, mode), help=help_text)
+
+
+class MarketApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "p2pmarket"
+    MODES = {"market": MarketScreen, "orders": OrdersScreen, "inbox": InboxScreen,
+             "sell": SellScreen, "network": NetworkScreen}
+    DEFAULT_MODE = "market"
+    COMMANDS = App.COMMANDS | {ScreensProvider}
+    BINDINGS = [
+        Binding("f1", "app.switch_mode('market')", "Market", id="app.market"),
+        Binding("f2", "app.switch_mode('orders')", "Orders", id="app.orders"),
+        Binding("f3", "app.switch_mode('inbox')", "Inbox", id="app.inbox"),
+        Binding("f4", "app.switch_mode('sell')", "Sell", id="app.sell"),
+        Binding("f5", "app.switch_mode('network')", "Net", id="app.network"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True, show=False),
+    ]
+
+    def __init__(self, client: Client, *, live: bool = True) -> None:
+        super().__init__()
+        self.client = client
+        self.live = live
+        self.status: NodeStatus | None = None
+
+    def on_mount(self) -> None:
+        self.load_status()
+
+    async def on_unmount(self) -> None:
+        try:
+            await self.client.close()
+        except Exception:  # closing must not turn an exit into a traceback
+            log.exception("closing the client failed")
+
+    @work(exclusive=True, group="status")
+    async def load_status(self) -> None:
+        try:
+            self.status = await self.client.get_status()
+        except ClientError as exc:
+            self.notify(describe_error(exc), title="Node", severity="error", timeout=10)
+            return
+        self.sub_title = short(self.status.peer_id or "") + f" · {self.status.state}"
+        if self.live:
+            self.watch_events(self.status.last_event_id)
+
+    @work(exclusive=True, group="events")
+    async def watch_events(self, last_event_id: int | None = None) -> None:
+        """Follow the node's SSE stream (reconnecting), notify, and tell the screens."""
+        try:
+            async for event in self.client.events(last_event_id=last_event_id,
+                                                  reconnect=True):
+                self.on_live_event(event)
+        except ClientError as exc:
+            log.warning("event stream ended: %s", exc)
+            self.notify(describe_error(exc), title="Live updates stopped", severity="warning")
+
+    def on_live_event(self, event: Event) -> None:
+        log.debug("event %s %s", event.type, event.data)
+        self.notify_event(event)
+        from tui.base import BaseScreen
+        for screen in self.screen_stack:
+            if isinstance(screen, BaseScreen):
+                screen.live(event)
+
+    def notify_event(self, event: Event) -> None:
+        data: dict[str, Any] = event.data
+        if event.type == "offer.changed":
+            self.notify(f"{data.get('kind', 'update')} by the {data.get('by', '?')} "
+                        f"(now {data.get('state', '?')}). F3 opens the inbox.",
+                        title="Negotiation")
+        elif event.type == "order.changed":
+            self.notify(f"Order step: {data.get('kind', '?')} (now {data.get('state', '?')}). "
+                        "F2 opens orders.", title="Order")
+        elif event.type == "chat.received":
+            self.notify(str(data.get("text", ""))[:120],
+                        title=f"Message from {short(str(data.get('sender', '')))}")
+        elif event.type == "message.failed":
+            self.notify(str(data.get("reason", "")), title="Message not delivered",
+                        severity="warning")
+        elif event.type == "escrow.changed":
+            self.notify(f"Escrow {data.get('step', '')}: {data.get('state', '')}",
+                        title="Escrow")
+        elif event.type == "node.stopping":
+            self.notify(f"The node is stopping: {data.get('reason', '')}", title="Node",
+                        severity="error", timeout=15)
+
+
+def make_app(client: Client, *, live: bool = True) -> MarketApp:
+    """The app over `client` (a `p2pmarket.client.Client`, or a fake with the same methods)."""
+    return MarketApp(client, live=live)

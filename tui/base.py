@@ -1,0 +1,50 @@
+"""What every TUI screen shares: the API client of the app, API calls whose errors become
+notifications, and a hook for live events from the node's SSE stream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from textual.screen import Screen
+
+from p2pmarket.client import ClientError, Event
+from tui.format import describe_error
+
+if TYPE_CHECKING:
+    from p2pmarket.client import Client
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def guarded(owner: Any, call: Awaitable[T], what: str = "") -> T | None:
+    """Await an API call; a client error becomes an error notification and None."""
+    try:
+        return await call
+    except ClientError as exc:
+        log.info("%s failed: %s", what or "API call", exc)
+        owner.notify(describe_error(exc), title=what or "Error", severity="error", timeout=8)
+        return None
+
+
+class BaseScreen(Screen[None]):
+    """A screen of the app; `reload()` re-reads what it shows from the API."""
+
+    @property
+    def client(self) -> Client:
+        return cast("Client", getattr(self.app, "client"))  # noqa: B009 - app type is circular
+
+    async def call(self, call: Awaitable[T], what: str = "") -> T | None:
+        return await guarded(self, call, what)
+
+    def reload(self) -> None:
+        """Re-read from the API (screens start a worker here)."""
+
+    def live(self, event: Event) -> None:
+        """A live event from the node; the default re-reads on anything that concerns trade."""
+
+    def on_screen_resume(self) -> None:
+        if self.is_mounted:  # the first showing loads from on_mount
+            self.reload()

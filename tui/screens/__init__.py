@@ -1,0 +1,1 @@
+"""The TUI's screens: market, listing, orders, inbox, sell and network."""

@@ -1,0 +1,211 @@
+"""Inbox screen: negotiations (offers and counter-offers with their state) and the chat that goes
+with each; accept, counter, decline, withdraw and message by key."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from p2pmarket.client import Event
+from p2pmarket.client_schemas_trade import ChatOut, OfferOut
+from tui.base import BaseScreen
+from tui.format import ago, money, short, to_int, to_minor
+from tui.forms import Field, FieldInvalid, FormScreen, Submit
+
+LIVE = ("open", "countered")
+
+
+def offer_text(offer: OfferOut, chat: list[ChatOut]) -> str:
+    other = offer.seller if offer.role == "buyer" else offer.buyer
+    lines = [f"[b]{offer.title}[/b] · I am the {offer.role}, with {short(other)} · "
+             f"[b]{offer.state}[/b]" + (" · listing changed since" if offer.stale else "")]
+    if offer.order_id:
+        lines.append(f"Order {offer.order_id} (see Orders, F2)")
+    if offer.reason:
+        lines.append(f"Reason: {offer.reason}")
+    for p in offer.proposals[-4:]:
+        note = f" “{p.note}”" if p.note else ""
+        lines.append(f"  {p.by:<6} {p.quantity} × for {money(p.price)}{note}")
+    for msg in chat[-5:]:
+        who = "me" if msg.mine else short(msg.sender)
+        mark = f" [{msg.delivery}]" if msg.mine and msg.delivery else ""
+        lines.append(f"  {who}: {msg.text}{mark}")
+    return "\n".join(lines)
+
+
+class InboxScreen(BaseScreen):
+    BINDINGS = [
+        Binding("a", "accept", "Accept", id="inbox.accept"),
+        Binding("c", "counter", "Counter", id="inbox.counter"),
+        Binding("d", "decline", "Decline", id="inbox.decline"),
+        Binding("w", "withdraw", "Withdraw", id="inbox.withdraw"),
+        Binding("m", "message", "Message", id="inbox.message"),
+        Binding("r", "refresh", "Refresh", id="inbox.refresh", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offers: dict[str, OfferOut] = {}
+        self.selected: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[str] = DataTable(id="offers", cursor_type="row", zebra_stripes=True)
+        for label, key, width in (("Role", "role", 6), ("Title", "title", 22),
+                                  ("State", "state", 10), ("Last offer", "price", 14),
+                                  ("Updated", "updated", 8)):
+            table.add_column(label, key=key, width=width)
+        yield table
+        yield Static("Loading negotiations…", id="offer-detail")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    @property
+    def current(self) -> OfferOut | None:
+        return self.offers.get(self.selected or "")
+
+    def reload(self) -> None:
+        self.load()
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="offers")
+    async def load(self) -> None:
+        page = await self.call(self.client.list_offers(page_size=200), "Offers")
+        if page is None:
+            return
+        items = sorted(page.items, key=lambda o: -o.updated)
+        self.offers = {o.id: o for o in items}
+        table = self.query_one("#offers", DataTable)
+        table.clear()
+        for o in items:
+            last = money(o.proposals[-1].price) if o.proposals else "—"
+            table.add_row(o.role, o.title, o.state, last, ago(o.updated), key=o.id)
+        if self.selected in self.offers:
+            table.move_cursor(row=table.get_row_index(self.selected))
+        else:
+            self.selected = items[0].id if items else None
+        await self.show_detail()
+
+    async def show_detail(self) -> None:
+        detail = self.query_one("#offer-detail", Static)
+        offer = self.current
+        self.refresh_bindings()
+        if offer is None:
+            detail.update("No negotiations yet: open a listing in the Market and make an offer.")
+            return
+        page = await self.call(self.client.list_messages(offer.id), "Messages")
+        detail.update(offer_text(offer, page.items if page else []))
+
+    @on(DataTable.RowHighlighted, "#offers")
+    async def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = str(event.row_key.value)
+        if key != self.selected:
+            self.selected = key
+            await self.show_detail()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        offer = self.current
+        if action in ("accept", "counter", "decline", "withdraw", "message") and offer is None:
+            return False
+        if offer is None or offer.state not in LIVE:
+            return action not in ("accept", "counter", "decline", "withdraw")
+        theirs = bool(offer.proposals) and offer.proposals[-1].by != offer.role
+        if action == "accept":
+            return theirs and not offer.stale
+        if action == "decline":
+            return theirs
+        if action == "withdraw":
+            return not theirs
+        return True
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _form(self, title: str, fields: list[Field], submit: Submit, done: str) -> None:
+        def after(ok: bool | None) -> None:
+            if ok:
+                self.notify(done, title="Negotiation")
+                self.load()
+        self.app.push_screen(FormScreen(title, fields, submit), after)
+
+    def action_accept(self) -> None:
+        self.act("accept")
+
+    @work(group="offer-step")
+    async def act(self, name: str) -> None:
+        offer = self.current
+        if offer is None:
+            return
+        calls = {"accept": self.client.accept_offer}
+        result = await self.call(calls[name](offer.id), name.capitalize())
+        if result is not None:
+            self.notify(f"{offer.title}: {result.state}.", title="Negotiation")
+            self.load()
+
+    def action_counter(self) -> None:
+        offer = self.current
+        if offer is None or not offer.proposals:
+            return
+        last = offer.proposals[-1]
+        currency = last.price.currency
+
+        async def submit(v: dict[str, str]) -> None:
+            try:
+                amount = to_minor(v["amount"], currency)
+            except ValueError as exc:
+                raise FieldInvalid("amount", str(exc)) from None
+            try:
+                quantity = to_int(v["quantity"], "a quantity")
+            except ValueError as exc:
+                raise FieldInvalid("quantity", str(exc)) from None
+            await self.client.counter_offer(offer.id, amount, quantity=quantity, note=v["note"])
+
+        self._form(f"Counter on {offer.title}", [
+            Field("amount", f"Total {currency}", money(last.price).split()[0]),
+            Field("quantity", "Quantity", str(last.quantity)),
+            Field("note", "Note")], submit, "Counter-offer sent.")
+
+    def action_decline(self) -> None:
+        offer = self.current
+        if offer is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            await self.client.decline_offer(offer.id, v["reason"])
+
+        self._form(f"Decline the offer on {offer.title}?", [Field("reason", "Reason")], submit,
+                   "Offer declined.")
+
+    def action_withdraw(self) -> None:
+        offer = self.current
+        if offer is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            await self.client.withdraw_offer(offer.id, v["reason"])
+
+        self._form(f"Withdraw from {offer.title}?", [Field("reason", "Reason")], submit,
+                   "Offer withdrawn.")
+
+    def action_message(self) -> None:
+        offer = self.current
+        if offer is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            if not v["text"].strip():
+                raise FieldInvalid("text", "write something first")
+            await self.client.send_message(offer.id, v["text"])
+
+        self._form(f"Message about {offer.title}", [Field("text", "Message")], submit,
+                   "Message queued.")
+
+    def live(self, event: Event) -> None:
+        if event.type in ("offer.changed", "chat.received", "message.delivered",
+                          "order.changed", "events.reset"):
+            self.load()

@@ -1,0 +1,244 @@
+"""Orders screen: my orders as buyer and seller with their state and signed log; the footer shows
+the steps the API says this node may take now (ship, confirm, cancel, pay, escrow steps)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from p2pmarket.client import Event
+from p2pmarket.client_schemas_trade import EscrowOut, OrderOut, StepOut
+from tui.base import BaseScreen
+from tui.format import money, short
+from tui.forms import Field, FieldInvalid, FormScreen, Submit
+
+# action name -> the order step kind the API lists in `OrderOut.can`
+STEP_OF = {"ship": "shipped", "confirm": "received", "cancel": "cancelled", "paid": "paid",
+           "address": "address", "settle": "settled"}
+# action name -> the escrow step the API lists in `EscrowOut.can`
+ESCROW_OF = {"fund": "fund", "release": "release", "dispute": "dispute"}
+
+
+def step_text(step: StepOut) -> str:
+    at = datetime.fromtimestamp(step.at_ms / 1000, UTC).strftime("%m-%d %H:%M")
+    action = step.action
+    extra = ""
+    for name in ("carrier", "tracking", "reference", "note", "reason"):
+        value = getattr(action, name, "")
+        if value:
+            extra += f" {name}={value}"
+    kind = type(action).__struct_config__.tag
+    return f"{step.index:>2} {at} {step.by:<6} {kind}{extra}"
+
+
+def order_text(order: OrderOut, escrow: EscrowOut | None) -> str:
+    other = order.seller if order.role == "buyer" else order.buyer
+    lines = [f"[b]{order.title}[/b] · {order.quantity} × · {money(order.price)} · "
+             f"I am the {order.role}, with {short(other)}",
+             f"State: [b]{order.state}[/b] · next: {', '.join(order.can) or 'nothing to do'}"]
+    if order.shipment:
+        lines.append(f"Shipped with {order.shipment.carrier}, tracking "
+                     f"{order.shipment.tracking}")
+    if order.address:
+        lines.append(f"Address: {order.address}")
+    if escrow is not None:
+        amount = f"{escrow.amount_sat} sat" if escrow.amount_sat is not None else "?"
+        lines.append(f"Escrow: {escrow.state} · {amount} · next: "
+                     f"{', '.join(escrow.can) or 'nothing'}")
+    lines.append("")
+    lines += [step_text(step) for step in order.log]
+    return "\n".join(lines)
+
+
+class OrdersScreen(BaseScreen):
+    BINDINGS = [
+        Binding("s", "ship", "Ship", id="orders.ship"),
+        Binding("c", "confirm", "Received", id="orders.confirm"),
+        Binding("x", "cancel", "Cancel", id="orders.cancel"),
+        Binding("p", "paid", "Paid", id="orders.paid"),
+        Binding("a", "address", "Address", id="orders.address"),
+        Binding("t", "settle", "Settle", id="orders.settle"),
+        Binding("f", "fund", "Fund", id="orders.fund"),
+        Binding("l", "release", "Release", id="orders.release"),
+        Binding("d", "dispute", "Dispute", id="orders.dispute"),
+        Binding("r", "refresh", "Refresh", id="orders.refresh", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.orders: dict[str, OrderOut] = {}
+        self.escrow: dict[str, EscrowOut] = {}
+        self.selected: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[str] = DataTable(id="orders", cursor_type="row", zebra_stripes=True)
+        for label, key, width in (("Role", "role", 6), ("Title", "title", 20),
+                                  ("State", "state", 16), ("Price", "price", 12),
+                                  ("With", "with", 15)):
+            table.add_column(label, key=key, width=width)
+        yield table
+        yield Static("Loading orders…", id="order-detail")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    @property
+    def current(self) -> OrderOut | None:
+        return self.orders.get(self.selected or "")
+
+    def reload(self) -> None:
+        self.load()
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="orders")
+    async def load(self) -> None:
+        page = await self.call(self.client.list_orders(page_size=200), "Orders")
+        if page is None:
+            return
+        self.orders = {o.id: o for o in page.items}
+        table = self.query_one("#orders", DataTable)
+        table.clear()
+        for o in page.items:
+            other = o.seller if o.role == "buyer" else o.buyer
+            table.add_row(o.role, o.title, o.state, money(o.price), short(other), key=o.id)
+        if self.selected in self.orders:
+            table.move_cursor(row=table.get_row_index(self.selected))
+        elif page.items:
+            self.selected = page.items[0].id
+        else:
+            self.selected = None
+        await self.show_detail()
+
+    async def show_detail(self) -> None:
+        detail = self.query_one("#order-detail", Static)
+        order = self.current
+        if order is None:
+            detail.update("No orders yet: accepted offers become orders.")
+            self.refresh_bindings()
+            return
+        status = getattr(self.app, "status", None)
+        if status is not None and status.escrow:
+            escrow = await self.call(self.client.get_escrow(order.id), "Escrow")
+            if escrow is not None:
+                self.escrow[order.id] = escrow
+        detail.update(order_text(order, self.escrow.get(order.id)))
+        self.refresh_bindings()
+
+    @on(DataTable.RowHighlighted, "#orders")
+    async def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = str(event.row_key.value)
+        if key != self.selected:
+            self.selected = key
+            await self.show_detail()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        order = self.current
+        if action in STEP_OF:
+            return order is not None and STEP_OF[action] in order.can
+        if action in ESCROW_OF:
+            escrow = self.escrow.get(order.id) if order else None
+            return escrow is not None and ESCROW_OF[action] in escrow.can
+        return True
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _form(self, title: str, fields: list[Field], submit: Submit, done: str) -> None:
+        def after(ok: bool | None) -> None:
+            if ok:
+                self.notify(done, title="Order")
+                self.load()
+        self.app.push_screen(FormScreen(title, fields, submit), after)
+
+    def action_ship(self) -> None:
+        order = self.current
+        if order is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            for name in ("carrier", "tracking"):
+                if not v[name].strip():
+                    raise FieldInvalid(name, f"the {name} is required")
+            await self.client.ship_order(order.id, v["carrier"].strip(), v["tracking"].strip())
+
+        self._form(f"Ship {order.title}", [Field("carrier", "Carrier"),
+                                           Field("tracking", "Tracking no.")], submit,
+                   "Marked as shipped.")
+
+    def action_cancel(self) -> None:
+        order = self.current
+        if order is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            await self.client.cancel_order(order.id, v["reason"])
+
+        self._form(f"Cancel {order.title}?", [Field("reason", "Reason")], submit,
+                   "Order cancelled.")
+
+    def action_address(self) -> None:
+        order = self.current
+        if order is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            if not v["address"].strip():
+                raise FieldInvalid("address", "the address is required")
+            await self.client.send_address(order.id, v["address"])
+
+        self._form("Shipping address (sealed to the seller)", [Field("address", "Address")],
+                   submit, "Address sent.")
+
+    def action_dispute(self) -> None:
+        order = self.current
+        if order is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            if not v["reason"].strip():
+                raise FieldInvalid("reason", "say what went wrong")
+            await self.client.open_dispute(order.id, v["reason"])
+
+        self._form(f"Dispute {order.title}", [Field("reason", "Reason")], submit,
+                   "Dispute opened; the arbiter will rule.")
+
+    def action_confirm(self) -> None:
+        self.step("confirm")
+
+    def action_paid(self) -> None:
+        self.step("paid")
+
+    def action_settle(self) -> None:
+        self.step("settle")
+
+    def action_fund(self) -> None:
+        self.step("fund")
+
+    def action_release(self) -> None:
+        self.step("release")
+
+    @work(group="order-step")
+    async def step(self, name: str) -> None:
+        order = self.current
+        if order is None:
+            return
+        api = self.client
+        calls: dict[str, Callable[[str], Awaitable[object]]] = {
+            "confirm": api.confirm_received, "paid": api.confirm_payment,
+            "settle": api.settle_order, "fund": api.fund_escrow, "release": api.release_escrow}
+        result = await self.call(calls[name](order.id), name.capitalize())
+        if result is not None:
+            self.notify(f"{order.title}: {name} done.", title="Order")
+            self.load()
+
+    def live(self, event: Event) -> None:
+        if event.type in ("order.changed", "escrow.changed", "events.reset"):
+            self.load()

@@ -1,0 +1,158 @@
+"""Sell screen: my listings, with a create form (inline errors from the API's 422 problem
+details), a price/quantity edit form and delete."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.widgets import DataTable, Footer, Header, Static
+
+from p2pmarket.bodies import Condition, Currency
+from p2pmarket.client_schemas import ListingOut
+from tui.base import BaseScreen
+from tui.format import money, to_int, to_minor
+from tui.forms import Field, FieldInvalid, FormScreen, Submit
+
+
+def listing_fields(values: dict[str, str]) -> dict[str, Any]:
+    """The create form's values as the API's `ListingFields` (the API validates the rest)."""
+    currency = values["currency"]
+    try:
+        amount = to_minor(values["price"], currency) if values["price"].strip() else -1
+    except ValueError as exc:
+        raise FieldInvalid("price", str(exc)) from None
+    try:
+        quantity = to_int(values["quantity"] or "1", "a quantity")
+    except ValueError as exc:
+        raise FieldInvalid("quantity", str(exc)) from None
+    return {
+        "title": values["title"].strip(),
+        "price": {"amount": amount, "currency": currency},
+        "category": values["category"].strip(),
+        "condition": values["condition"],
+        "quantity": quantity,
+        "location": {"country": values["country"].strip().upper(),
+                     "geohash": values["geohash"].strip().lower()},
+        "description": values["description"],
+        "shipping": [{"region": values["country"].strip().upper() or "worldwide", "price": 0,
+                      "days_min": 1, "days_max": 7}],
+    }
+
+
+class SellScreen(BaseScreen):
+    BINDINGS = [
+        Binding("n", "new", "New", id="sell.new"),
+        Binding("e", "edit", "Edit", id="sell.edit"),
+        Binding("delete", "delete", "Delete", id="sell.delete"),
+        Binding("r", "refresh", "Refresh", id="sell.refresh", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings: dict[str, ListingOut] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[str] = DataTable(id="my-listings", cursor_type="row", zebra_stripes=True)
+        for label, key, width in (("Title", "title", 26), ("Price", "price", 14),
+                                  ("Qty", "qty", 4), ("Category", "category", 16),
+                                  ("Cond.", "condition", 9)):
+            table.add_column(label, key=key, width=width)
+        yield table
+        yield Static("", id="sell-status")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        self.load()
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="my-listings")
+    async def load(self) -> None:
+        page = await self.call(self.client.list_my_listings(page_size=200), "My listings")
+        if page is None:
+            return
+        self.listings = {item.id: item for item in page.items}
+        table = self.query_one("#my-listings", DataTable)
+        table.clear()
+        for item in page.items:
+            table.add_row(item.title, money(item.price), str(item.quantity), item.category,
+                          item.condition, key=item.id)
+        self.query_one("#sell-status", Static).update(
+            f"{len(page.items)} listing(s) · n: new · e: edit · del: delete" if page.items
+            else "You sell nothing yet: press n to create a listing.")
+
+    @property
+    def current(self) -> ListingOut | None:
+        table = self.query_one("#my-listings", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        return self.listings.get(str(key))
+
+    def _form(self, title: str, fields: list[Field], submit: Submit, done: str) -> None:
+        def after(ok: bool | None) -> None:
+            if ok:
+                self.notify(done, title="Sell")
+                self.load()
+        self.app.push_screen(FormScreen(title, fields, submit), after)
+
+    def action_new(self) -> None:
+        async def submit(values: dict[str, str]) -> None:
+            await self.client.create_listing(listing_fields(values))
+
+        self._form("New listing", [
+            Field("title", "Title"),
+            Field("price", "Price", placeholder="12.50"),
+            Field("currency", "Currency", "EUR", choices=get_args(Currency),
+                  api="price/currency"),
+            Field("category", "Category", placeholder="electronics/phones"),
+            Field("condition", "Condition", "good", choices=get_args(Condition)),
+            Field("quantity", "Quantity", "1"),
+            Field("country", "Country", placeholder="DE", api="location/country"),
+            Field("geohash", "Geohash", placeholder="u33db", api="location/geohash"),
+            Field("description", "Description"),
+        ], submit, "Listing published.")
+
+    def action_edit(self) -> None:
+        item = self.current
+        if item is None:
+            return
+        currency = item.price.currency
+
+        async def submit(values: dict[str, str]) -> None:
+            try:
+                amount = to_minor(values["price"], currency)
+            except ValueError as exc:
+                raise FieldInvalid("price", str(exc)) from None
+            try:
+                quantity = to_int(values["quantity"], "a quantity")
+            except ValueError as exc:
+                raise FieldInvalid("quantity", str(exc)) from None
+            await self.client.edit_listing(item.id, {
+                "title": values["title"], "quantity": quantity,
+                "price": {"amount": amount, "currency": currency}})
+
+        self._form(f"Edit {item.title}", [
+            Field("title", "Title", item.title),
+            Field("price", f"Price {currency}", money(item.price).split()[0]),
+            Field("quantity", "Quantity", str(item.quantity)),
+        ], submit, "Listing updated.")
+
+    def action_delete(self) -> None:
+        item = self.current
+        if item is None:
+            return
+
+        async def submit(_values: dict[str, str]) -> None:
+            await self.client.delete_listing(item.id)
+
+        self._form(f"Delete {item.title}?", [], submit, "Listing deleted.")
