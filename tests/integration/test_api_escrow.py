@@ -47,7 +47,8 @@ async def test_buyer_funds_and_releases_through_the_api(tmp_path: Path) -> None:
                         and world.devchain.balance_of(
                             buyer.escrow.view(order_id).address or "") == AMOUNT)
             await world.mine()
-            await until(lambda: escrow_state(seller, order_id) is State.FUNDED)
+            await until(lambda: escrow_state(seller, order_id) is State.FUNDED
+                        and escrow_state(buyer, order_id) is State.FUNDED)
             status = await client.get_escrow(order_id)
             assert status.state in ("funded", "shipped") and "release" in status.can
             with pytest.raises(ApiError) as wrong:
