@@ -7,7 +7,7 @@
 
 The first run creates the identities (no passphrase: development only), funds the buyer from the
 faucet and seeds sample listings (`devnet_seed`); a rerun with the same dir reuses all of it.
-Every child runs in its own process group; SIGINT/SIGTERM stops them all and waits for them.
+Every child runs in its own process group; SIGINT/SIGTERM/SIGHUP stops them all and waits.
 """
 
 from __future__ import annotations
@@ -413,7 +413,8 @@ async def run_devnet(root: Path, *, extra_sellers: int, tui: bool, say: Say, out
         net = Devnet(root, extra_sellers, say)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: closing the terminal must not leave the market running in the background
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         try:
             if not await _until_stopped(net.start(), stop):
@@ -430,11 +431,14 @@ async def run_devnet(root: Path, *, extra_sellers: int, tui: bool, say: Say, out
                 await stop.wait()
             return 0
         finally:
-            say("stopping the devnet ...")
+            # the terminal may be gone (SIGHUP): a failed write must not skip the stop
+            with contextlib.suppress(OSError):
+                say("stopping the devnet ...")
             await net.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            say("devnet stopped")
+            with contextlib.suppress(OSError):
+                say("devnet stopped")
 
 
 async def _until_stopped(start: Any, stop: asyncio.Event) -> bool:
