@@ -1,7 +1,7 @@
 """Where a node finds its first peers: `bootstrap_nodes.txt`, `--bootstrap`, saved neighbours.
 
 The bootstrap file has one `host:port` (DHT UDP port) per line; `#` starts a comment. Neighbours
-are saved at shutdown as a msgpack list of [host, port] pairs (never pickle).
+are saved at shutdown as a msgpack list of [host, port] pairs (plain data, safe to parse).
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def cmd_devnet(args: argparse.Namespace, _stderr: logging.Handler) -> int:
         print("p2pmarket: stdin is not a terminal; running without the TUI", file=sys.stderr)
         tui = False
     root.mkdir(parents=True, exist_ok=True)
-    module = importlib.import_module("p2pmarket.devnet")  # node/, dht/ load only for this verb
+    module = importlib.import_module("p2pmarket.cli_devnet")  # node/, dht/ load only for this verb
 
     def say(line: str) -> None:
         print(f"p2pmarket: {line}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@
     <dir>/logs/*.log   each process's output;  <dir>/devnet.json  ports and what was seeded
 
 The first run creates the identities (no passphrase: development only), funds the buyer from the
-faucet and seeds sample listings (`devnet_seed`); a rerun with the same dir reuses all of it.
+faucet and seeds sample listings (`cli_devnet_seed`); a rerun with the same dir reuses all of it.
 Every child runs in its own process group; SIGINT/SIGTERM/SIGHUP stops them all and waits.
 """
 
@@ -30,9 +30,9 @@ import aiohttp
 import msgspec
 
 from p2pmarket.cli_common import CliError, is_initialised, unlock_keystore
+from p2pmarket.cli_devnet_seed import SAMPLES, listing_fields, png
 from p2pmarket.client import Client
 from p2pmarket.datadir import DB_FILE, DataDirLock
-from p2pmarket.devnet_seed import SAMPLES, listing_fields, png
 from p2pmarket.storage import Database
 
 log = logging.getLogger(__name__)
