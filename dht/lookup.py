@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from kademlia.node import Node
 
 from dht.protocol import Result, parse_nodes
-from dht.validate import validate_for_key
-from p2pmarket.records import AnyRecord, RecordError
+from dht.validate import valid_records
+from p2pmarket.records import AnyRecord
 
 if TYPE_CHECKING:
     from dht.protocol import MarketProtocol
@@ -141,14 +141,9 @@ class Lookup:
             return
         cand.state = _State.DONE
         if isinstance(answer, dict) and self.want_values:
-            records = []
-            raw_values = answer.get("values")
-            for raw in raw_values if isinstance(raw_values, list) else []:
-                try:
-                    records.append(validate_for_key(self.target.id, raw,
-                                                    now=self.protocol.clock()))
-                except RecordError:
-                    self._result.invalid_values += 1
+            records, invalid = valid_records(self.target.id, answer.get("values"),
+                                             now=self.protocol.clock())
+            self._result.invalid_values += invalid
             nxt = answer.get("next")
             next_offset = nxt if isinstance(nxt, int) and nxt > 0 else None
             if records:

@@ -24,7 +24,7 @@ from dht.lookup import Answer, Lookup, LookupResult
 from dht.protocol import MarketProtocol, Result
 from dht.rtt import RttEstimator
 from dht.storage import RecordStore
-from dht.validate import validate_for_key
+from dht.validate import valid_records, validate_for_key
 from p2pmarket.dhtkeys import is_multi, record_key, record_slot
 from p2pmarket.identity import Identity
 from p2pmarket.records import AnyRecord, RecordError
@@ -249,13 +249,8 @@ class DhtNode(Server):
         return GetReport(records, result.rounds, result.rpcs, result.invalid_values)
 
     def _local_records(self, key: bytes) -> list[AnyRecord]:
-        found = []
-        for raw in self.records.values(key, now=self.clock()):
-            try:
-                found.append(validate_for_key(key, raw, now=self.clock()))
-            except RecordError:
-                continue
-        return found
+        return valid_records(key, list(self.records.values(key, now=self.clock())),
+                             now=self.clock())[0]
 
     async def _more_pages(self, key: bytes, answers: list[Answer], max_pages: int,
                           replicas: int = 2) -> list[Answer]:
@@ -273,12 +268,7 @@ class DhtNode(Server):
                 source.node, "find_value", self.node.id, key, offset)
             if not ok or not isinstance(answer, dict):
                 break
-            records = []
-            for raw in answer.get("values") or []:
-                try:
-                    records.append(validate_for_key(key, raw, now=self.clock()))
-                except RecordError:
-                    continue
+            records, _ = valid_records(key, answer.get("values"), now=self.clock())
             more.append(Answer(source.node, records, None))
             nxt = answer.get("next")
             offset, pages = (nxt if isinstance(nxt, int) and nxt > offset else None), pages + 1

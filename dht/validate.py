@@ -54,3 +54,19 @@ def validate_for_key(key: bytes, raw: object, now: float | None = None) -> AnyRe
     if len(_verified) > _VERIFIED_MAX:
         _verified.popitem(last=False)
     return record
+
+
+def valid_records(key: bytes, raw_values: object, now: float | None = None
+                  ) -> tuple[list[AnyRecord], int]:
+    """The valid records among untrusted values read for `key`, and how many were invalid
+    (a peer may send anything, not even a list)."""
+    if not isinstance(raw_values, list | tuple):
+        return [], 0 if raw_values is None else 1
+    records: list[AnyRecord] = []
+    invalid = 0
+    for raw in raw_values:
+        try:
+            records.append(validate_for_key(key, raw, now=now))
+        except RecordError:
+            invalid += 1
+    return records, invalid
