@@ -8,9 +8,7 @@ relay v2 is not wired in yet: peers behind NAT get their messages through the DH
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from aiohttp import web
 from dht.bootstrap import load_neighbours, save_neighbours
 from dht.server import DhtNode
 from dht.storage import RecordStore
+from node.signals import stop_on_signals
 from p2pmarket.config import Config
 from p2pmarket.datadir import DB_FILE
 from p2pmarket.identity import Identity
@@ -125,22 +124,19 @@ def run_bootstrap(datadir: Path, config: Config, keystore: Keystore, metrics_por
 
 async def _serve(datadir: Path, config: Config, keystore: Keystore, metrics_port: int) -> int:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     db = Database.open(datadir / DB_FILE)
     try:
-        node = BootstrapNode(keystore.identity, db, datadir)
-        try:
-            await node.start(dht_host=config.dht_host, dht_port=config.dht_port,
-                             metrics_port=metrics_port)
-        except OSError as exc:
-            log.error("cannot start the bootstrap node: %s", exc)
-            await node.close()
-            return 1
-        peers = config.bootstrap_addrs() + load_neighbours(datadir)
-        await node.run(stop, list(dict.fromkeys(peers)))
+        with stop_on_signals(stop):
+            node = BootstrapNode(keystore.identity, db, datadir)
+            try:
+                await node.start(dht_host=config.dht_host, dht_port=config.dht_port,
+                                 metrics_port=metrics_port)
+            except OSError as exc:
+                log.error("cannot start the bootstrap node: %s", exc)
+                await node.close()
+                return 1
+            peers = config.bootstrap_addrs() + load_neighbours(datadir)
+            await node.run(stop, list(dict.fromkeys(peers)))
     finally:
         db.close()
     log.info("stopped cleanly")

@@ -8,10 +8,8 @@ stack loads, and writes `<datadir>/api.cookie` and `api.url` for clients.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
-import signal
 from pathlib import Path
 
 from dht.bootstrap import default_bootstrap_file, load_bootstrap_file, load_neighbours
@@ -19,6 +17,7 @@ from node.api.server import ApiServer
 from node.app import Node
 from node.escrow_driver import EscrowConfig
 from node.p2p.transport import P2PError
+from node.signals import stop_on_signals
 from p2pmarket.config import Config
 from p2pmarket.datadir import DB_FILE
 from p2pmarket.keystore import Keystore
@@ -60,10 +59,15 @@ def bootstrap_addrs(datadir: Path, config: Config) -> list[tuple[str, int]]:
 async def serve_node(datadir: Path, config: Config, keystore: Keystore,
                      stop: asyncio.Event | None = None) -> int:
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    with stop_on_signals(stop):
+        code = await _serve(datadir, config, keystore, stop)
+    if code == 0:
+        log.info("stopped cleanly")
+    return code
+
+
+async def _serve(datadir: Path, config: Config, keystore: Keystore,
+                 stop: asyncio.Event) -> int:
     api = ApiServer(datadir, host=config.api_host, port=config.api_port, stop=stop,
                     peer_id=keystore.identity.peer_id, any_port_if_busy=True)
     db: Database | None = None
@@ -92,8 +96,4 @@ async def serve_node(datadir: Path, config: Config, keystore: Keystore,
         await api.stop()
         if db is not None:
             db.close()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-    log.info("stopped cleanly")
     return 0
