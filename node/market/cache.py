@@ -152,7 +152,7 @@ class ListingCache:
     def get(self, publisher: bytes, listing_id: str) -> Record[Listing] | None:
         row = self.db.query_one("SELECT raw FROM listing_cache WHERE publisher=? AND id=?",
                                 (publisher, listing_id))
-        return _decode(row["raw"]) if row else None
+        return stored_listing(row["raw"]) if row else None
 
     def count(self) -> int:
         row = self.db.query_one("SELECT count(*) FROM listing_cache")
@@ -222,13 +222,14 @@ class ListingCache:
                 distance = geohash.distance_km(f.near, (row["lat"], row["lon"]))
                 if f.radius_km is not None and distance > f.radius_km:
                     continue
-            hits.append(Hit(_decode(row["raw"]), distance, float(row["score"])))
+            hits.append(Hit(stored_listing(row["raw"]), distance, float(row["score"])))
         if sort == "distance" and f.near is not None:
             hits.sort(key=lambda h: h.distance_km or 0.0)
         return hits[:limit]
 
 
-def _decode(raw: bytes) -> Record[Listing]:
-    record = decode_record(raw, allow_expired=True, verified=True)  # our own db
+def stored_listing(raw: bytes) -> Record[Listing]:
+    """A listing record this node verified before and kept in its own database."""
+    record = decode_record(raw, allow_expired=True, verified=True)
     assert isinstance(record.body, Listing)
     return record  # type: ignore[return-value]

@@ -18,11 +18,12 @@ from typing import Any
 import msgspec
 
 from dht.server import DhtNode
+from node.market.cache import stored_listing
 from node.market.terms import listing_terms
 from p2pmarket.bodies import MAX_TTL, IndexEntry, IndexScope, Listing, Tombstone
 from p2pmarket.dhtkeys import index_key
 from p2pmarket.identity import Identity
-from p2pmarket.records import AnyRecord, Record, RecordError, decode_record, sign_record
+from p2pmarket.records import AnyRecord, Record, RecordError, sign_record
 from p2pmarket.storage import Database
 
 log = logging.getLogger(__name__)
@@ -81,16 +82,11 @@ class Listings:
                                 (listing_id,))
         if row is None:
             raise ListingNotFound(f"no listing {listing_id!r} of yours")
-        return self._decode(row["raw"])
+        return stored_listing(row["raw"])
 
     def mine(self) -> list[Record[Listing]]:
         rows = self.db.query("SELECT raw FROM my_listings WHERE deleted=0 ORDER BY updated DESC")
-        return [self._decode(r["raw"]) for r in rows]
-
-    def _decode(self, raw: bytes) -> Record[Listing]:
-        record = decode_record(raw, allow_expired=True, verified=True)  # our own db
-        assert isinstance(record.body, Listing)
-        return record  # type: ignore[return-value]
+        return [stored_listing(r["raw"]) for r in rows]
 
     # -- changes -------------------------------------------------------------------------------
 
