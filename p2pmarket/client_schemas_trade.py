@@ -290,3 +290,70 @@ class WalletOut(Wire, frozen=True):
 
 class AddressOut(Wire, frozen=True):
     address: str
+
+
+# -- arbitration (this node as an arbiter) -------------------------------------------------------
+
+Party = Literal["buyer", "seller", "arbiter"]
+
+
+class ArbiterFields(Wire, frozen=True):
+    """This node's advert in the DHT's arbiter directory; `description` carries languages and
+    terms. The fee is `fee_percent_bp` basis points of the escrowed amount plus `fee_fixed_sat`."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    description: Annotated[str, Meta(max_length=1000)] = ""
+    fee_percent_bp: Annotated[int, Meta(ge=0, le=10_000)] = 0
+    fee_fixed_sat: Annotated[int, Meta(ge=0)] = 0
+
+
+class CaseStepOut(Wire, frozen=True):
+    index: int
+    by: Role
+    at_ms: int
+    kind: str  # opened, address, paid, shipped, received, settled, cancelled
+
+
+class CaseFileOut(Wire, frozen=True):
+    """One party's signed copy of the order log (verified on arrival) and the listing copy it
+    sent; two copies agree up to where their `head`s differ."""
+
+    party: Role
+    steps: list[CaseStepOut]
+    head: str
+    listing_title: str
+    listing_description: str
+    listing_matches: bool  # the listing copy is the version the order was made on
+    received: float
+
+
+class StatementOut(Wire, frozen=True):
+    by: Party
+    kind: str  # dispute_opened or evidence
+    text: str
+    attachments: list[str]  # image sha256s (hex)
+
+
+class RulingOut(Wire, frozen=True):
+    buyer_sat: int
+    seller_sat: int
+    fee_sat: int
+    note: str
+
+
+class DisputeOut(Wire, frozen=True):
+    """A dispute this node arbitrates: both parties' logs, every statement, the ruling."""
+
+    order_id: str
+    state: str  # the escrow state: disputed, then settled/refunded/... after the ruling
+    amount_sat: int
+    max_fee_sat: int  # the arbiter fee agreed in the escrow terms
+    buyer: PeerId
+    seller: PeerId
+    opened_by: Party | None
+    heard: list[Party]
+    ruling_due: float | None
+    can_rule: bool
+    statements: list[StatementOut]
+    cases: list[CaseFileOut]
+    ruling: RulingOut | None

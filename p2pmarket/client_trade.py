@@ -156,3 +156,30 @@ class TradeMethods(Transport):
 
     async def new_receive_address(self) -> t.AddressOut:
         return await self.call("POST", "/wallet/address", t.AddressOut)
+
+    # -- arbitration ---------------------------------------------------------------------------
+
+    async def get_arbiter_advert(self) -> s.ArbiterOut:
+        """This node's live arbiter advert (404 `not-found` when it does not arbitrate)."""
+        return await self.call("GET", "/arbiter", s.ArbiterOut)
+
+    async def publish_arbiter_advert(self, fields: t.ArbiterFields) -> s.ArbiterOut:
+        return await self.call("PUT", "/arbiter", s.ArbiterOut, body=fields)
+
+    async def withdraw_arbiter_advert(self) -> None:
+        await self.call_empty("DELETE", "/arbiter")
+
+    async def list_disputes(self, *, page_size: int = 50, page_token: str | None = None
+                            ) -> s.Page[t.DisputeOut]:
+        return await self.call("GET", "/disputes", s.Page[t.DisputeOut],
+                               query=s.Paging(page_size=page_size, page_token=page_token))
+
+    async def get_dispute(self, order_id: str) -> t.DisputeOut:
+        return await self.call("GET", f"/disputes/{seg(order_id)}", t.DisputeOut)
+
+    async def rule_case(self, order_id: str, buyer_sat: int, seller_sat: int,
+                        note: str = "") -> t.DisputeOut:
+        """Arbiter: sign the split of the escrow (the fee comes out of what is left)."""
+        return await self.call("POST", f"/disputes/{seg(order_id)}/rule", t.DisputeOut,
+                               body=t.RulingFields(buyer_sat=buyer_sat, seller_sat=seller_sat,
+                                                   note=note))
