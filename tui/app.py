@@ -14,10 +14,13 @@ from textual.command import Hit, Hits, Provider
 
 from p2pmarket.client import ClientError, Event
 from tui.format import describe_error, short
+from tui.nav import SCREENS
+from tui.screens.disputes import DisputesScreen
 from tui.screens.inbox import InboxScreen
 from tui.screens.market import MarketScreen
 from tui.screens.network import NetworkScreen
 from tui.screens.orders import OrdersScreen
+from tui.screens.profile import ProfileScreen
 from tui.screens.sell import SellScreen
 
 if TYPE_CHECKING:
@@ -26,13 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCREENS = {  # mode -> (title, help)
-    "market": ("Market", "search listings, open one, make an offer"),
-    "orders": ("Orders", "my orders: ship, confirm receipt, cancel, escrow"),
-    "inbox": ("Inbox", "negotiations: accept, counter, decline, message"),
-    "sell": ("Sell", "my listings: create, edit, delete"),
-    "network": ("Network", "node status, peers, DHT, outbox, wallet"),
-}
 
 
 class ScreensProvider(Provider):
@@ -40,8 +36,8 @@ class ScreensProvider(Provider):
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for mode, (title, help_text) in SCREENS.items():
-            text = f"Go to {title}"
+        for mode, (key, title, help_text) in SCREENS.items():
+            text = f"Go to {title} ({key.upper()})"
             score = matcher.match(text)
             if score > 0:
                 yield Hit(score, matcher.highlight(text),
@@ -52,16 +48,15 @@ class MarketApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "p2pmarket"
     MODES = {"market": MarketScreen, "orders": OrdersScreen, "inbox": InboxScreen,
-             "sell": SellScreen, "network": NetworkScreen}
+             "sell": SellScreen, "network": NetworkScreen, "disputes": DisputesScreen,
+             "profile": ProfileScreen}
     DEFAULT_MODE = "market"
     COMMANDS = App.COMMANDS | {ScreensProvider}
+    # the F-keys' hint is the screens line under the header (tui/nav.py), not the footer
     BINDINGS = [
-        Binding("f1", "app.switch_mode('market')", "Market", id="app.market"),
-        Binding("f2", "app.switch_mode('orders')", "Orders", id="app.orders"),
-        Binding("f3", "app.switch_mode('inbox')", "Inbox", id="app.inbox"),
-        Binding("f4", "app.switch_mode('sell')", "Sell", id="app.sell"),
-        Binding("f5", "app.switch_mode('network')", "Net", id="app.network"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True, show=False),
+        *(Binding(key, f"app.switch_mode('{mode}')", title, id=f"app.{mode}", show=False)
+          for mode, (key, title, _) in SCREENS.items()),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
     def __init__(self, client: Client, *, live: bool = True) -> None:

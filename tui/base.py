@@ -8,9 +8,11 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual.screen import Screen
+from textual.widgets import Header
 
 from p2pmarket.client import ClientError, Event
 from tui.format import describe_error
+from tui.nav import NavBar
 
 if TYPE_CHECKING:
     from p2pmarket.client import Client
@@ -44,6 +46,14 @@ class BaseScreen(Screen[None]):
 
     def live(self, event: Event) -> None:
         """A live event from the node; the default re-reads on anything that concerns trade."""
+
+    def on_mount(self) -> None:
+        """Every screen with a header gets the screens line under it (runs before the
+        subclass's own `on_mount`, which Textual calls too)."""
+        headers = self.query(Header)
+        if headers:
+            mode = getattr(self.app, "current_mode", "") or ""
+            self.mount(NavBar(mode), after=headers.first())
 
     def on_screen_resume(self) -> None:
         if self.is_mounted:  # the first showing loads from on_mount

@@ -40,7 +40,7 @@ class Field:
     def owns(self, where: str) -> bool:
         """Whether an API error at `where` (pointer without the slash) belongs here."""
         path = self.api.strip("/") or self.name
-        return where == path or where.startswith(path + "/")
+        return where in (path, self.name) or where.startswith(path + "/")
 
 
 Submit = Callable[[dict[str, str]], Awaitable[object]]

@@ -11,22 +11,29 @@ from typing import Any
 
 import msgspec
 
+from p2pmarket import geohash
 from p2pmarket.bodies import EscrowTerms, Location, Price, ShippingOption
 from p2pmarket.client import ApiError, Event, NodeUnreachable
 from p2pmarket.client_schemas import (
+    ArbiterOut,
     DhtStatusOut,
     ListingFields,
     ListingOut,
     NodeStatus,
     Page,
     PeerOut,
+    ProfileFields,
     ProfileOut,
     ReviewOut,
     SearchHit,
     SearchPage,
 )
 from p2pmarket.client_schemas_trade import (
+    ArbiterFields,
+    CaseFileOut,
+    CaseStepOut,
     ChatOut,
+    DisputeOut,
     EscrowOut,
     ListingRefOut,
     OfferOut,
@@ -34,11 +41,13 @@ from p2pmarket.client_schemas_trade import (
     OrderOut,
     OutboxOut,
     ProposalOut,
+    RulingOut,
     ShippedOut,
+    StatementOut,
     StepOut,
     WalletOut,
 )
-from p2pmarket.taxonomy import is_category
+from p2pmarket.taxonomy import all_paths, is_category
 
 ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe"
 SELLER = "12D3KooWSe11erSe11erSe11erSe11erSe11erSe11erSe11er"
@@ -70,10 +79,35 @@ def validation(exc: msgspec.ValidationError) -> ApiError:
                     [{"pointer": pointer, "detail": msg}])
 
 
+def dispute_case() -> DisputeOut:
+    """A dispute the fake node arbitrates: both logs arrived, the buyer says it never came."""
+    def steps(party: str, kinds: list[str]) -> CaseFileOut:
+        return CaseFileOut(
+            party=party, head=("ee" if party == "buyer" else "ef") * 32,  # type: ignore[arg-type]
+            steps=[CaseStepOut(index=i, by="seller" if k in ("shipped",) else "buyer",
+                               at_ms=(CREATED + i * 86400) * 1000, kind=k)
+                   for i, k in enumerate(kinds)],
+            listing_title="Fairphone 4, 256 GB", listing_description="A fairphone 4, works.",
+            listing_matches=True, received=CREATED + 4 * 86400)
+    return DisputeOut(
+        order_id="order-0042", state="disputed", amount_sat=250_000, max_fee_sat=3_500,
+        buyer=BUYER, seller=SELLER, opened_by="buyer", heard=["buyer", "seller"],
+        ruling_due=CREATED + 7 * 86400, can_rule=True,
+        statements=[
+            StatementOut(by="buyer", kind="dispute_opened", text="Nothing arrived in 3 weeks.",
+                         attachments=[]),
+            StatementOut(by="seller", kind="evidence", text="Shipped with DHL, 00340434.",
+                         attachments=[HASH])],
+        cases=[steps("buyer", ["opened", "address", "paid"]),
+               steps("seller", ["opened", "address", "paid", "shipped"])],
+        ruling=None)
+
+
 class FakeClient:
     """Implements the client methods the TUI calls; `calls` records (name, args)."""
 
-    def __init__(self, *, events: Iterable[Event] = (), unreachable: bool = False) -> None:
+    def __init__(self, *, events: Iterable[Event] = (), unreachable: bool = False,
+                 escrow: bool = True) -> None:
         now = time.time()
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.unreachable = unreachable
@@ -82,6 +116,9 @@ class FakeClient:
             listing(1, "Fairphone 4, 256 GB", 34900),
             listing(2, "Pixel 7a with case", 27500, condition="like-new"),
             listing(3, "Nokia 3310 (2000)", 2500, condition="fair", publisher=BUYER),
+            msgspec.structs.replace(  # in Munich, ~500 km from the others: radius filters it
+                listing(4, "Gravel bike, 54 cm", 89000, category="sports/bikes"),
+                location=Location("DE", "u281z")),
         ]
         self.mine = [listing(9, "Road bike, 56 cm", 42000, publisher=ME, mine=True,
                              category="sports/bikes")]
@@ -103,6 +140,19 @@ class FakeClient:
             price=Price(40000, "EUR"), payment=None, shipment=None, address="Hauptstr. 1, Berlin",
             can=["shipped", "cancelled"],
             log=[StepOut(index=0, hash=HASH, by="buyer", at_ms=CREATED * 1000, action=opened)])]
+        self.escrow_on = escrow
+        self.escrows = {"order-0001": EscrowOut(
+            order_id="order-0001", state="funded", address="bcrt1qescrowaddressfake0000000000",
+            amount_sat=400_000, funding_txid="cd" * 32, deadline=None,
+            can=["refund", "dispute"])}
+        self.advert: ArbiterOut | None = ArbiterOut(
+            peer=ME, name="Fair Fred", description="English, German. Rules within a day.",
+            fee_percent_bp=100, fee_fixed_sat=1000, expires=CREATED + 30 * 86400)
+        self.disputes = [dispute_case()]
+        self.my_profile = ProfileOut(peer=ME, found=True, name="Me, a seller",
+                                     bio="Bikes and parts, Berlin.",
+                                     location=Location("DE", "u33db"), seq=1, reviews=2,
+                                     rating=4.5)
         self.messages: dict[str, list[ChatOut]] = {"offer-0001": [
             ChatOut(sender=SELLER, mine=False, text="Still available!", at=now - 4000)]}
 
@@ -123,7 +173,7 @@ class FakeClient:
                                                             contacts=12, records_held=40,
                                                             bootstrapped=True),
                           connected_peers=3, my_listings=1, cached_listings=3, offers=1,
-                          orders=1, escrow=False)
+                          orders=1, escrow=self.escrow_on)
 
     async def events(self, *, last_event_id: int | None = None, types: Iterable[str] = (),
                      reconnect: bool = False) -> AsyncGenerator[Event, None]:
@@ -154,14 +204,31 @@ class FakeClient:
     async def search(self, q: str = "", **kw: Any) -> SearchPage:
         self._call("search", q, kw)
         words = q.lower().split()
-        hits = [SearchHit(listing=item, distance_km=12.0 if item.publisher == SELLER else None,
+        near, radius, category = kw.get("near"), kw.get("radius_km"), kw.get("category")
+        if kw.get("sort") == "distance" and near is None:  # the API's 422
+            raise ApiError(422, "urn:p2pmarket:problem:validation", "Invalid input",
+                           "sort=distance needs near", [{"parameter": "sort",
+                                                         "detail": "give near=lat,lon"}])
+
+        def distance(item: ListingOut) -> float | None:
+            return None if near is None else geohash.distance_km(
+                near, geohash.decode(item.location.geohash))
+        hits = [SearchHit(listing=item, distance_km=distance(item),
                           rank=1.0) for item in self.market
                 if all(w in item.title.lower() for w in words)
                 and (not kw.get("condition") or item.condition in kw["condition"])
-                and (kw.get("price_max") is None or item.price.amount <= kw["price_max"])]
+                and (kw.get("price_max") is None or item.price.amount <= kw["price_max"])
+                and (not category or f"{item.category}/".startswith(f"{category}/"))
+                and (near is None or radius is None or (distance(item) or 0.0) <= radius)]
         if kw.get("sort") == "price":
             hits.sort(key=lambda h: h.listing.price.amount)
+        elif kw.get("sort") == "distance":
+            hits.sort(key=lambda h: h.distance_km or 0.0)
         return SearchPage(items=hits, total=len(hits))
+
+    async def list_categories(self) -> list[str]:
+        self._call("list_categories")
+        return all_paths()
 
     async def get_listing(self, peer_id: str, listing_id: str, *, refresh: bool = False
                           ) -> ListingOut:
@@ -278,7 +345,105 @@ class FakeClient:
 
     async def get_escrow(self, order_id: str) -> EscrowOut:
         self._call("get_escrow", order_id)
-        return EscrowOut(order_id=order_id, state="none", can=[])
+        return self.escrows.get(order_id) or EscrowOut(order_id=order_id, state="none", can=[])
+
+    def _escrow(self, order_id: str, **changes: Any) -> EscrowOut:
+        escrow = self.escrows.get(order_id)
+        if escrow is None:
+            raise ApiError(404, "urn:p2pmarket:problem:not-found", "Not found", "no escrow")
+        self.escrows[order_id] = msgspec.structs.replace(escrow, **changes)
+        return self.escrows[order_id]
+
+    async def fund_escrow(self, order_id: str, **kw: Any) -> EscrowOut:
+        self._call("fund_escrow", order_id)
+        return self._escrow(order_id, state="funded", can=["release", "dispute"])
+
+    async def release_escrow(self, order_id: str) -> EscrowOut:
+        self._call("release_escrow", order_id)
+        return self._escrow(order_id, can=["dispute"])
+
+    async def refund_escrow(self, order_id: str) -> EscrowOut:
+        self._call("refund_escrow", order_id)
+        return self._escrow(order_id, can=["dispute"])
+
+    async def open_dispute(self, order_id: str, reason: str) -> EscrowOut:
+        self._call("open_dispute", order_id, reason)
+        return self._escrow(order_id, state="disputed", can=["evidence", "accept-ruling"])
+
+    async def add_evidence(self, order_id: str, text: str) -> EscrowOut:
+        self._call("add_evidence", order_id, text)
+        return self._escrow(order_id)
+
+    async def accept_ruling(self, order_id: str) -> EscrowOut:
+        self._call("accept_ruling", order_id)
+        return self._escrow(order_id, state="resolved", can=[])
+
+    async def review_order(self, order_id: str, stars: int, text: str = "") -> ReviewOut:
+        self._call("review_order", order_id, stars, text)
+        if not 1 <= stars <= 5:
+            raise ApiError(422, "urn:p2pmarket:problem:validation", "Invalid input",
+                           "Expected `int` <= 5", [{"pointer": "/stars",
+                                                   "detail": "Expected `int` <= 5"}])
+        return ReviewOut(seller=SELLER, order_id=order_id, rating=stars, text=text,
+                         created=CREATED, rating_key=HASH)
+
+    # -- arbitration -------------------------------------------------------------------------
+
+    async def get_arbiter_advert(self) -> ArbiterOut:
+        self._call("get_arbiter_advert")
+        if not self.escrow_on:
+            raise ApiError(501, "urn:p2pmarket:problem:not-implemented", "Not implemented",
+                           "escrow and wallet are not available on this node")
+        if self.advert is None:
+            raise ApiError(404, "urn:p2pmarket:problem:not-found", "Not found",
+                           "this node does not arbitrate")
+        return self.advert
+
+    async def publish_arbiter_advert(self, fields: ArbiterFields) -> ArbiterOut:
+        self._call("publish_arbiter_advert", fields)
+        self.advert = ArbiterOut(peer=ME, name=fields.name, description=fields.description,
+                                 fee_percent_bp=fields.fee_percent_bp,
+                                 fee_fixed_sat=fields.fee_fixed_sat, expires=CREATED + 30 * 86400)
+        return self.advert
+
+    async def withdraw_arbiter_advert(self) -> None:
+        self._call("withdraw_arbiter_advert")
+        self.advert = None
+
+    async def list_disputes(self, **kw: Any) -> Page[DisputeOut]:
+        self._call("list_disputes")
+        if not self.escrow_on:
+            raise ApiError(501, "urn:p2pmarket:problem:not-implemented", "Not implemented",
+                           "escrow and wallet are not available on this node")
+        return Page(items=list(self.disputes))
+
+    async def rule_case(self, order_id: str, buyer_sat: int, seller_sat: int,
+                        note: str = "") -> DisputeOut:
+        self._call("rule_case", order_id, buyer_sat, seller_sat, note)
+        for n, d in enumerate(self.disputes):
+            if d.order_id == order_id:
+                fee = min(d.max_fee_sat, d.amount_sat - buyer_sat - seller_sat)
+                self.disputes[n] = msgspec.structs.replace(
+                    d, state="resolved", can_rule=False,
+                    ruling=RulingOut(buyer_sat=buyer_sat, seller_sat=seller_sat, fee_sat=fee,
+                                     note=note))
+                return self.disputes[n]
+        raise ApiError(404, "urn:p2pmarket:problem:not-found", "Not found", "no such dispute")
+
+    async def get_my_profile(self) -> ProfileOut:
+        self._call("get_my_profile")
+        return self.my_profile
+
+    async def put_my_profile(self, fields: Mapping[str, Any]) -> ProfileOut:
+        self._call("put_my_profile", fields)
+        try:
+            body = msgspec.convert(fields, ProfileFields)
+        except msgspec.ValidationError as exc:
+            raise validation(exc) from None
+        self.my_profile = ProfileOut(peer=ME, found=True, name=body.name, bio=body.bio,
+                                     location=body.location, avatar=body.avatar, seq=2,
+                                     reviews=2, rating=4.5)
+        return self.my_profile
 
     # -- my listings -------------------------------------------------------------------------
 

@@ -108,3 +108,35 @@ class TestNetwork:
             await pilot.press("f5")
             await settle(pilot)
         assert snap_compare(app(), terminal_size=SIZE, run_before=run)
+
+
+class TestDisputes:
+    def test_case(self, snap_compare: Any) -> None:
+        async def run(pilot: Pilot[Any]) -> None:
+            await pilot.press("f6")
+            await settle(pilot)
+        assert snap_compare(app(), terminal_size=SIZE, run_before=run)
+
+    def test_rule_form(self, snap_compare: Any) -> None:
+        async def run(pilot: Pilot[Any]) -> None:
+            await pilot.press("f6")
+            await settle(pilot)
+            await pilot.press("u")
+            await settle(pilot)
+        assert snap_compare(app(), terminal_size=SIZE, run_before=run)
+
+
+class TestProfile:
+    def test_profile_and_reviews(self, snap_compare: Any) -> None:
+        async def run(pilot: Pilot[Any]) -> None:
+            await pilot.press("f7")
+            await settle(pilot)
+        assert snap_compare(app(), terminal_size=SIZE, run_before=run)
+
+    def test_edit_form(self, snap_compare: Any) -> None:
+        async def run(pilot: Pilot[Any]) -> None:
+            await pilot.press("f7")
+            await settle(pilot)
+            await pilot.press("e")
+            await settle(pilot)
+        assert snap_compare(app(), terminal_size=SIZE, run_before=run)

@@ -12,16 +12,18 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.client import Event
-from p2pmarket.client_schemas_trade import EscrowOut, OrderOut, StepOut
+from p2pmarket.client_schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
 from tui.base import BaseScreen
-from tui.format import money, short
+from tui.format import money, short, to_int
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
 
 # action name -> the order step kind the API lists in `OrderOut.can`
 STEP_OF = {"ship": "shipped", "confirm": "received", "cancel": "cancelled", "paid": "paid",
            "address": "address", "settle": "settled"}
 # action name -> the escrow step the API lists in `EscrowOut.can`
-ESCROW_OF = {"fund": "fund", "release": "release", "dispute": "dispute"}
+ESCROW_OF = {"fund": "fund", "release": "release", "refund": "refund", "dispute": "dispute",
+             "evidence": "evidence", "accept_ruling": "accept-ruling"}
+REVIEWABLE = ("received", "completed")
 
 
 def step_text(step: StepOut) -> str:
@@ -36,7 +38,8 @@ def step_text(step: StepOut) -> str:
     return f"{step.index:>2} {at} {step.by:<6} {kind}{extra}"
 
 
-def order_text(order: OrderOut, escrow: EscrowOut | None) -> str:
+def order_text(order: OrderOut, escrow: EscrowOut | None, wallet: WalletOut | None = None
+               ) -> str:
     other = order.seller if order.role == "buyer" else order.buyer
     lines = [f"[b]{order.title}[/b] · {order.quantity} × · {money(order.price)} · "
              f"I am the {order.role}, with {short(other)}",
@@ -50,6 +53,11 @@ def order_text(order: OrderOut, escrow: EscrowOut | None) -> str:
         amount = f"{escrow.amount_sat} sat" if escrow.amount_sat is not None else "?"
         lines.append(f"Escrow: {escrow.state} · {amount} · next: "
                      f"{', '.join(escrow.can) or 'nothing'}")
+        if escrow.address and escrow.state in ("proposed", "agreed"):
+            lines.append(f"Escrow address: {escrow.address}")
+    if wallet is not None:
+        lines.append(f"Wallet ({wallet.network}): {wallet.confirmed_sat} sat"
+                     + (f", {wallet.pending_sat} pending" if wallet.pending_sat else ""))
     lines.append("")
     lines += [step_text(step) for step in order.log]
     return "\n".join(lines)
@@ -65,7 +73,11 @@ class OrdersScreen(BaseScreen):
         Binding("t", "settle", "Settle", id="orders.settle"),
         Binding("f", "fund", "Fund", id="orders.fund"),
         Binding("l", "release", "Release", id="orders.release"),
+        Binding("u", "refund", "Refund", id="orders.refund"),
         Binding("d", "dispute", "Dispute", id="orders.dispute"),
+        Binding("e", "evidence", "Evidence", id="orders.evidence"),
+        Binding("g", "accept_ruling", "Accept ruling", id="orders.accept_ruling"),
+        Binding("v", "review", "Review", id="orders.review"),
         Binding("r", "refresh", "Refresh", id="orders.refresh", show=False),
     ]
 
@@ -73,6 +85,7 @@ class OrdersScreen(BaseScreen):
         super().__init__()
         self.orders: dict[str, OrderOut] = {}
         self.escrow: dict[str, EscrowOut] = {}
+        self.wallet: WalletOut | None = None
         self.selected: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -130,7 +143,8 @@ class OrdersScreen(BaseScreen):
             escrow = await self.call(self.client.get_escrow(order.id), "Escrow")
             if escrow is not None:
                 self.escrow[order.id] = escrow
-        detail.update(order_text(order, self.escrow.get(order.id)))
+            self.wallet = await self.call(self.client.get_wallet(), "Wallet")
+        detail.update(order_text(order, self.escrow.get(order.id), self.wallet))
         self.refresh_bindings()
 
     @on(DataTable.RowHighlighted, "#orders")
@@ -147,6 +161,8 @@ class OrdersScreen(BaseScreen):
         if action in ESCROW_OF:
             escrow = self.escrow.get(order.id) if order else None
             return escrow is not None and ESCROW_OF[action] in escrow.can
+        if action == "review":
+            return order is not None and order.role == "buyer" and order.state in REVIEWABLE
         return True
 
     # -- actions ---------------------------------------------------------------------------
@@ -210,6 +226,35 @@ class OrdersScreen(BaseScreen):
         self._form(f"Dispute {order.title}", [Field("reason", "Reason")], submit,
                    "Dispute opened; the arbiter will rule.")
 
+    def action_evidence(self) -> None:
+        order = self.current
+        if order is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            if not v["text"].strip():
+                raise FieldInvalid("text", "say what the arbiter should know")
+            await self.client.add_evidence(order.id, v["text"])
+
+        self._form(f"Evidence on {order.title}", [Field("text", "Evidence")], submit,
+                   "Evidence sent to the arbiter.")
+
+    def action_review(self) -> None:
+        order = self.current
+        if order is None:
+            return
+
+        async def submit(v: dict[str, str]) -> None:
+            try:
+                stars = to_int(v["stars"], "1 to 5 stars")
+            except ValueError as exc:
+                raise FieldInvalid("stars", str(exc)) from None
+            await self.client.review_order(order.id, stars, v["text"])
+
+        self._form(f"Review the seller of {order.title}", [
+            Field("stars", "Stars (1-5)", "5"), Field("text", "Review")], submit,
+            "Review published (it replaces an earlier one of this order).")
+
     def action_confirm(self) -> None:
         self.step("confirm")
 
@@ -225,6 +270,12 @@ class OrdersScreen(BaseScreen):
     def action_release(self) -> None:
         self.step("release")
 
+    def action_refund(self) -> None:
+        self.step("refund")
+
+    def action_accept_ruling(self) -> None:
+        self.step("accept_ruling")
+
     @work(group="order-step")
     async def step(self, name: str) -> None:
         order = self.current
@@ -233,10 +284,12 @@ class OrdersScreen(BaseScreen):
         api = self.client
         calls: dict[str, Callable[[str], Awaitable[object]]] = {
             "confirm": api.confirm_received, "paid": api.confirm_payment,
-            "settle": api.settle_order, "fund": api.fund_escrow, "release": api.release_escrow}
-        result = await self.call(calls[name](order.id), name.capitalize())
+            "settle": api.settle_order, "fund": api.fund_escrow, "release": api.release_escrow,
+            "refund": api.refund_escrow, "accept_ruling": api.accept_ruling}
+        what = name.replace("_", " ")
+        result = await self.call(calls[name](order.id), what.capitalize())
         if result is not None:
-            self.notify(f"{order.title}: {name} done.", title="Order")
+            self.notify(f"{order.title}: {what} done.", title="Order")
             self.load()
 
     def live(self, event: Event) -> None:

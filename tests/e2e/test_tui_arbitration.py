@@ -1,0 +1,197 @@
+"""Pilot tests of the Disputes (arbiter), Profile and escrow parts of Orders over the fake
+client: what the screens show, what they send, and how they refuse bad input."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from textual.widgets import DataTable, Input, Static
+
+from tui.app import MarketApp, make_app
+from tui.forms import FormScreen
+from tui.nav import NavBar
+from tui.screens.disputes import DisputesScreen, case_table
+from tui.screens.profile import ProfileScreen
+from tui.testing import FakeClient
+
+
+def fake_app(fake: FakeClient | None = None) -> tuple[MarketApp, FakeClient]:
+    fake = fake or FakeClient()
+    return make_app(fake, live=False), fake  # type: ignore[arg-type]
+
+
+async def settle(app: MarketApp, pilot: object) -> None:
+    await app.workers.wait_for_complete()
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
+def text(app: MarketApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def test_dispute_shows_both_logs_and_statements() -> None:
+    app, _ = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f6")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DisputesScreen)
+        assert app.screen.query_one("#disputes", DataTable).row_count == 1
+        summary = text(app, "#dispute-summary")
+        assert "Nothing arrived in 3 weeks." in summary and "Shipped with DHL" in summary
+        assert "Ready for your ruling" in summary
+        assert "Fair Fred" in text(app, "#arbiter-advert")
+        assert isinstance(app.screen, DisputesScreen) and app.screen.current is not None
+        console = Console(width=80, record=True, file=io.StringIO())
+        console.print(case_table(app.screen.current.cases))
+        lines = console.export_text().splitlines()
+        assert "buyer's log" in lines[0] and "seller's log" in lines[0]
+        shipped = next(line for line in lines if "shipped" in line)
+        assert shipped.index("shipped") > 40  # only in the seller's copy (right column)
+        assert "(differ)" in lines[-1]
+
+
+async def test_rule_with_a_split() -> None:
+    app, fake = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f6")
+        await settle(app, pilot)
+        await pilot.press("u")
+        await pilot.pause()
+        assert isinstance(app.screen, FormScreen)
+        form = app.screen
+        form.query_one("#f-buyer_sat", Input).value = "200000"
+        form.query_one("#f-seller_sat", Input).value = "60000"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form  # more than the escrow holds: refused before any call
+        assert "more than the 250000 sat" in str(form.query_one("#err-seller_sat",
+                                                                 Static).render())
+        assert not [c for c in fake.calls if c[0] == "rule_case"]
+        form.query_one("#f-seller_sat", Input).value = "x"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "'x' is not a number of sat" in str(form.query_one("#err-seller_sat",
+                                                                  Static).render())
+        form.query_one("#f-seller_sat", Input).value = "46500"
+        form.query_one("#f-note", Input).value = "tracking shows delivery to a neighbour"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DisputesScreen)
+        assert ("rule_case", ("order-0042", 200000, 46500,
+                              "tracking shows delivery to a neighbour")) in fake.calls
+        assert "Ruled" in text(app, "#dispute-summary")
+        # once ruled, the rule key is gone from the footer
+        assert app.screen.check_action("rule", ()) is False
+
+
+async def test_advertise_and_withdraw() -> None:
+    fake = FakeClient()
+    fake.advert = None
+    app, _ = fake_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f6")
+        await settle(app, pilot)
+        assert "You do not arbitrate" in text(app, "#arbiter-advert")
+        assert app.screen.check_action("withdraw", ()) is False
+        await pilot.press("a")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#f-name", Input).value = "Judge Judy"
+        form.query_one("#f-fee_percent", Input).value = "150"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "between 0 and 100" in str(form.query_one("#err-fee_percent", Static).render())
+        form.query_one("#f-fee_percent", Input).value = "1.5"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert fake.advert is not None and fake.advert.fee_percent_bp == 150
+        assert "Judge Judy" in text(app, "#arbiter-advert")
+        await pilot.press("w")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert fake.advert is None
+        assert "You do not arbitrate" in text(app, "#arbiter-advert")
+
+
+async def test_disputes_without_escrow_say_so() -> None:
+    app, _ = fake_app(FakeClient(escrow=False))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f6")
+        await settle(app, pilot)
+        assert "Escrow is off on this node" in text(app, "#arbiter-advert")
+        assert app.screen.check_action("advertise", ()) is False
+        assert not app._notifications  # a node without escrow is not an error
+
+
+async def test_profile_edit_with_validation() -> None:
+    app, fake = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f7")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ProfileScreen)
+        assert "Me, a seller" in text(app, "#my-profile")
+        assert app.screen.query_one("#my-reviews", DataTable).row_count == 1
+        await pilot.press("e")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#f-name", Input).value = ""
+        form.query_one("#f-geohash", Input).value = "u33dbx"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form  # the API's 422 names the field
+        assert form.query_one("#err-name", Static).has_class("shown")
+        form.query_one("#f-name", Input).value = "Bike Bea"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ProfileScreen)
+        sent = [c for c in fake.calls if c[0] == "put_my_profile"][-1][1][0]
+        assert sent["name"] == "Bike Bea" and sent["location"] == {"country": "DE",
+                                                                  "geohash": "u33dbx"}
+        assert "Bike Bea" in text(app, "#my-profile")
+
+
+async def test_orders_show_escrow_wallet_and_dispute_flow() -> None:
+    app, fake = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        await settle(app, pilot)
+        detail = text(app, "#order-detail")
+        assert "Escrow: funded · 400000 sat" in detail and "Wallet (regtest): 150000" in detail
+        assert app.screen.check_action("evidence", ()) is False
+        await pilot.press("d")
+        await pilot.pause()
+        app.screen.query_one("#f-reason", Input).value = "the buyer's payment bounced"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert ("open_dispute", ("order-0001", "the buyer's payment bounced")) in fake.calls
+        assert app.screen.check_action("evidence", ()) is True
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("ctrl+s")  # empty evidence: refused in the form
+        await pilot.pause()
+        assert isinstance(app.screen, FormScreen)
+        app.screen.query_one("#f-text", Input).value = "bank statement attached"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert ("add_evidence", ("order-0001", "bank statement attached")) in fake.calls
+        await pilot.press("g")
+        await settle(app, pilot)
+        assert ("accept_ruling", ("order-0001",)) in fake.calls
+
+
+async def test_screens_line_names_every_screen_and_switches() -> None:
+    app, _ = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot)
+        nav = app.screen.query_one(NavBar)
+        line = str(nav.render())
+        for word in ("F1 Market", "F2 Orders", "F6 Disputes", "F7 Profile"):
+            assert word in line
+        await pilot.click(NavBar, offset=(72, 0))  # "F7 Profile"
+        await settle(app, pilot)
+        assert isinstance(app.screen, ProfileScreen)
+        assert app.screen.query_one(NavBar).current == "profile"

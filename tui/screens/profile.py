@@ -1,0 +1,131 @@
+"""Profile screen: my public profile (name, bio, location; signed and published in the DHT) with
+an edit form, and the reviews buyers left for me with my rating."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from p2pmarket.client import Event
+from p2pmarket.client_schemas import ProfileOut
+from tui.base import BaseScreen
+from tui.forms import Field, FormScreen
+
+
+def stars(n: int) -> str:
+    return "★" * n + "☆" * (5 - n)
+
+
+def profile_text(p: ProfileOut) -> str:
+    if not p.found:
+        head = "[b](no profile yet)[/b] · buyers see only your peer id: press e to publish one"
+    else:
+        head = f"[b]{p.name}[/b]"
+    where = (f"{p.location.country} ({p.location.geohash})" if p.location else
+             "no location (searches near you need one)")
+    rating = (f"★ {p.rating:.1f} from {p.reviews} review(s)" if p.rating is not None
+              else "no reviews yet")
+    lines = [head, f"{p.peer}", f"{where} · {rating}"]
+    if p.bio:
+        lines += ["", p.bio]
+    return "\n".join(lines)
+
+
+def profile_fields(values: dict[str, str], current: ProfileOut) -> dict[str, object]:
+    """The form's values as the API's `ProfileFields` (the API validates them); the avatar is
+    kept as it is."""
+    fields: dict[str, object] = {"name": values["name"].strip(), "bio": values["bio"]}
+    country, geohash = values["country"].strip().upper(), values["geohash"].strip().lower()
+    if country or geohash:
+        fields["location"] = {"country": country, "geohash": geohash}
+    if current.avatar is not None:
+        fields["avatar"] = {"sha256": current.avatar.sha256, "mime": current.avatar.mime,
+                            "size": current.avatar.size}
+    return fields
+
+
+class ProfileScreen(BaseScreen):
+    BINDINGS = [
+        Binding("e", "edit", "Edit profile", id="profile.edit"),
+        Binding("r", "refresh", "Refresh", id="profile.refresh", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.profile: ProfileOut | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("Loading my profile…", id="my-profile")
+        table: DataTable[str] = DataTable(id="my-reviews", cursor_type="row", zebra_stripes=True)
+        for label, key, width in (("Stars", "stars", 6), ("Review", "text", 48),
+                                  ("Date", "date", 10)):
+            table.add_column(label, key=key, width=width)
+        yield table
+        yield Static("", id="reviews-status")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        self.load()
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="profile")
+    async def load(self) -> None:
+        profile = await self.call(self.client.get_my_profile(), "My profile")
+        if profile is None:
+            self.query_one("#my-profile", Static).update("The node does not answer.")
+            return
+        self.profile = profile
+        self.query_one("#my-profile", Static).update(profile_text(profile))
+        page = await self.call(self.client.list_reviews(profile.peer, page_size=100), "Reviews")
+        status = self.query_one("#reviews-status", Static)
+        if page is None:
+            status.update("Reviews could not be read.")
+            return
+        table = self.query_one("#my-reviews", DataTable)
+        table.clear()
+        for n, r in enumerate(page.items):
+            day = datetime.fromtimestamp(r.created, UTC).strftime("%Y-%m-%d")
+            table.add_row(stars(r.rating), r.text or "(no text)", day, key=f"{r.order_id}-{n}")
+        status.update(f"{len(page.items)} review(s); only buyers of an order can review."
+                      if page.items else
+                      "No reviews yet: buyers review you after they received an order.")
+
+    def action_edit(self) -> None:
+        current = self.profile
+        if current is None:
+            return
+
+        async def submit(values: dict[str, str]) -> None:
+            await self.client.put_my_profile(profile_fields(values, current))
+
+        loc = current.location
+        fields = [
+            Field("name", "Name", current.name),
+            Field("bio", "About me", current.bio),
+            Field("country", "Country", loc.country if loc else "", placeholder="DE",
+                  api="location/country"),
+            Field("geohash", "Geohash", loc.geohash if loc else "", placeholder="u33db",
+                  api="location/geohash"),
+        ]
+
+        def after(ok: bool | None) -> None:
+            if ok:
+                self.notify("Profile published.", title="Profile")
+                self.load()
+        self.app.push_screen(FormScreen("My profile", fields, submit,
+                                        note="Signed with your key and published in the DHT."),
+                             after)
+
+    def live(self, event: Event) -> None:
+        if event.type in ("review.published", "events.reset"):
+            self.load()
