@@ -88,6 +88,17 @@ class DhtStatusOut(Wire, frozen=True):
     contacts: int
     records_held: int
     bootstrapped: bool
+    bootstrap_addrs: int = 0  # bootstrap nodes configured
+    next_bootstrap_retry: float | None = None  # seconds until the next try, while not joined
+
+
+class ChainStatusOut(Wire, frozen=True):
+    """The escrow's chain backend as this node last saw it (read at most every few seconds)."""
+
+    network: str
+    backend: str  # the Esplora URL
+    tip_height: int | None  # None: the backend did not answer (see `error`)
+    error: str = ""
 
 
 class NodeStatus(Wire, frozen=True):
@@ -105,6 +116,7 @@ class NodeStatus(Wire, frozen=True):
     offers: int = 0
     orders: int = 0
     escrow: bool = False  # escrow and wallet endpoints are available
+    chain: ChainStatusOut | None = None  # with escrow on
 
 
 class Stopping(Wire, frozen=True):

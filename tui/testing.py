@@ -4,19 +4,24 @@ for the actions, and a list of calls made. `make_app(FakeClient())` gives a dete
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import re
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any
 
 import msgspec
+from PIL import Image, ImageDraw
 
 from p2pmarket import geohash
-from p2pmarket.bodies import EscrowTerms, Location, Price, ShippingOption
+from p2pmarket.bodies import EscrowTerms, Location, Mime, Price, ShippingOption
 from p2pmarket.client import ApiError, Event, NodeUnreachable
 from p2pmarket.client_schemas import (
     ArbiterOut,
+    ChainStatusOut,
     DhtStatusOut,
+    ImageRef,
     ListingFields,
     ListingOut,
     NodeStatus,
@@ -54,6 +59,23 @@ SELLER = "12D3KooWSe11erSe11erSe11erSe11erSe11erSe11erSe11er"
 BUYER = "12D3KooWBuyerBuyerBuyerBuyerBuyerBuyerBuyerBuyerBuy"
 CREATED = 1_750_000_000
 HASH = "ab" * 32
+
+
+def png(n: int) -> bytes:
+    """A small PNG made with Pillow: a phone on a ground of the nth colour."""
+    picture = Image.new("RGB", (48, 64), ((230, 120, 40), (60, 160, 90), (70, 90, 200))[n % 3])
+    draw = ImageDraw.Draw(picture)
+    draw.rounded_rectangle((12, 6, 36, 58), radius=5, fill=(25, 25, 25))
+    draw.rectangle((15, 11, 33, 51), fill=(150, 210, 240))
+    out = io.BytesIO()
+    picture.save(out, "PNG")
+    return out.getvalue()
+
+
+def image_ref(n: int) -> ImageRef:
+    """The ref of `png(n)`; its hash names the picture, not the bytes the zlib build makes."""
+    return ImageRef(sha256=hashlib.sha256(f"picture {n}".encode()).hexdigest(), mime="image/png",
+                    size=len(png(n)))
 
 
 def listing(n: int, title: str, amount: int, *, condition: str = "good",
@@ -122,6 +144,9 @@ class FakeClient:
         ]
         self.mine = [listing(9, "Road bike, 56 cm", 42000, publisher=ME, mine=True,
                              category="sports/bikes")]
+        self.images = {image_ref(n).sha256: png(n) for n in (1, 2)}  # what get_image finds
+        self.market[0] = msgspec.structs.replace(self.market[0],
+                                                 images=[image_ref(1), image_ref(2)])
         item = self.market[0]
         self.offers = [OfferOut(
             id="offer-0001", role="buyer", state="countered", seller=SELLER, buyer=ME,
@@ -171,7 +196,11 @@ class FakeClient:
         return NodeStatus(peer_id=ME, version="0.1.0", state="running", uptime=42.0,
                           last_event_id=7, dht=DhtStatusOut(listening="127.0.0.1:8468",
                                                             contacts=12, records_held=40,
-                                                            bootstrapped=True),
+                                                            bootstrapped=True,
+                                                            bootstrap_addrs=2),
+                          chain=ChainStatusOut(network="regtest",
+                                               backend="http://127.0.0.1:3002",
+                                               tip_height=1203) if self.escrow_on else None,
                           connected_peers=3, my_listings=1, cached_listings=3, offers=1,
                           orders=1, escrow=self.escrow_on)
 
@@ -445,6 +474,21 @@ class FakeClient:
                                      reviews=2, rating=4.5)
         return self.my_profile
 
+    # -- images ------------------------------------------------------------------------------
+
+    async def get_image(self, sha256: str, *, peer: str | None = None) -> bytes:
+        self._call("get_image", sha256, peer)
+        if sha256 not in self.images:
+            raise ApiError(404, "urn:p2pmarket:problem:not-found", "Not found",
+                           "this node does not have that image")
+        return self.images[sha256]
+
+    async def upload_image(self, data: bytes, mime: Mime) -> ImageRef:
+        self._call("upload_image", data, mime)
+        sha = hashlib.sha256(data).hexdigest()
+        self.images[sha] = data
+        return ImageRef(sha256=sha, mime=mime, size=len(data))
+
     # -- my listings -------------------------------------------------------------------------
 
     async def list_my_listings(self, **kw: Any) -> Page[ListingOut]:
@@ -463,6 +507,7 @@ class FakeClient:
                                                  "detail": f"unknown category {body.category!r}"}])
         item = listing(10 + len(self.mine), body.title, body.price.amount, publisher=ME,
                        mine=True, category=body.category, condition=body.condition)
+        item = msgspec.structs.replace(item, images=list(body.images))
         self.mine.append(item)
         return item
 
@@ -474,6 +519,7 @@ class FakeClient:
                 self.mine[n] = msgspec.structs.replace(
                     item, title=changes.get("title", item.title),
                     quantity=changes.get("quantity", item.quantity),
+                    images=msgspec.convert(changes.get("images", item.images), list[ImageRef]),
                     price=Price(price["amount"], price["currency"]) if price else item.price)
                 return self.mine[n]
         raise ApiError(404, "urn:p2pmarket:problem:not-found", "Not found", "no such listing")

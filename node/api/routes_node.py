@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from aiohttp import web
 
@@ -39,16 +40,46 @@ async def get_status(call: Call) -> s.NodeStatus:
                             state="stopping" if state.stopping else "starting")
     dht = node.dht.status()
     listening = f"{dht.listening[0]}:{dht.listening[1]}" if dht.listening else None
+    retry = (max(0.0, dht.next_bootstrap_retry - node.dht.clock())
+             if dht.next_bootstrap_retry is not None else None)
+    driver = getattr(node, "escrow", None)
     return s.NodeStatus(
         peer_id=node.identity.peer_id, version=__version__, uptime=uptime,
         last_event_id=state.hub.last_id, state="stopping" if state.stopping else "running",
         starting=[] if node.ready.is_set() else ["dht-join"],
         dht=s.DhtStatusOut(listening=listening, contacts=dht.contacts,
-                           records_held=dht.records_held, bootstrapped=dht.bootstrapped),
+                           records_held=dht.records_held, bootstrapped=dht.bootstrapped,
+                           bootstrap_addrs=dht.bootstrap_addrs, next_bootstrap_retry=retry),
         listen_addrs=node.host.listen_addrs(), connected_peers=len(node.host.connected_peers()),
         my_listings=len(node.listings.mine()), cached_listings=node.search.cache.count(),
         offers=len(node.trade.store.negotiation_ids()), orders=len(node.trade.store.order_ids()),
-        escrow=getattr(node, "escrow", None) is not None)
+        escrow=driver is not None,
+        chain=await chain_status(chain) if (chain := getattr(driver, "chain", None)) else None)
+
+
+_chain_seen: WeakKeyDictionary[object, tuple[float, s.ChainStatusOut]] = WeakKeyDictionary()
+CHAIN_FRESH = 10.0  # seconds a tip reading is shown before it is read again
+CHAIN_TIMEOUT = 2.0
+
+
+async def chain_status(chain: Any) -> s.ChainStatusOut:
+    """The backend's tip height, read at most every CHAIN_FRESH seconds; a backend that does
+    not answer in CHAIN_TIMEOUT seconds is reported with its error, not waited for."""
+    seen = _chain_seen.get(chain)
+    if seen is not None and time.monotonic() - seen[0] < CHAIN_FRESH:
+        return seen[1]
+    height, error = None, ""
+    try:
+        async with asyncio.timeout(CHAIN_TIMEOUT):
+            height = await chain.tip_height()
+    except TimeoutError:
+        error = f"no answer within {CHAIN_TIMEOUT:g} s"
+    except Exception as exc:  # any backend failure is a status to show, not a 500
+        error = f"{type(exc).__name__}: {exc}"[:200]
+    out = s.ChainStatusOut(network=str(chain.network), backend=str(chain.url),
+                           tip_height=height, error=error)
+    _chain_seen[chain] = (time.monotonic(), out)
+    return out
 
 
 @routes.post("/node/shutdown", name="shutdown", summary="Stop the node cleanly",

@@ -19,10 +19,20 @@ REFRESH_SECONDS = 5.0
 
 def status_text(st: NodeStatus, wallet: WalletOut | None) -> str:
     dht = st.dht
-    dht_line = ("DHT: off" if dht is None else
-                f"DHT: {dht.listening or '-'} · {dht.contacts} contacts · "
-                f"{dht.records_held} records · "
-                + ("bootstrapped" if dht.bootstrapped else "[b]not bootstrapped[/b]"))
+    if dht is None:
+        dht_line = "DHT: off"
+    else:
+        if dht.bootstrapped:
+            joined = f"joined ({dht.bootstrap_addrs} bootstrap)"
+        elif not dht.bootstrap_addrs:
+            joined = "[b]no bootstrap nodes configured[/b]"
+        else:
+            retry = (f", retry in {dht.next_bootstrap_retry:.0f}s"
+                     if dht.next_bootstrap_retry is not None else "")
+            joined = f"[b]no bootstrap node answers[/b] ({dht.bootstrap_addrs}{retry})"
+        health = "healthy" if dht.contacts >= 8 else "few contacts" if dht.contacts else "alone"
+        dht_line = (f"DHT {dht.listening or '-'} · {dht.contacts} contacts ({health}) · "
+                    f"{dht.records_held} records · {joined}")
     lines = [
         f"[b]{st.peer_id or '(no peer id yet)'}[/b]",
         f"Node {st.version} · {st.state} · up {int(st.uptime)}s · "
@@ -32,10 +42,15 @@ def status_text(st: NodeStatus, wallet: WalletOut | None) -> str:
         f"Listings: {st.my_listings} mine, {st.cached_listings} cached · "
         f"{st.offers} offers · {st.orders} orders",
     ]
+    chain = st.chain
+    if chain is not None:
+        tip = (f"tip {chain.tip_height}" if chain.tip_height is not None
+               else f"[b]backend down[/b]: {chain.error}")
+        lines.append(f"Chain {chain.network} · {chain.backend} · {tip}")
     if wallet is not None:
-        lines.append(f"Escrow on · wallet ({wallet.network}): {wallet.confirmed_sat} sat "
-                     f"confirmed, {wallet.pending_sat} pending")
-    else:
+        lines.append(f"Escrow on · wallet: {wallet.confirmed_sat} sat confirmed, "
+                     f"{wallet.pending_sat} pending")
+    elif chain is None:
         lines.append("Escrow: " + ("on" if st.escrow else "off (manual payment only)"))
     return "\n".join(lines)
 
