@@ -77,5 +77,9 @@ def run_cli(args: argparse.Namespace) -> int:
     from tui.app import make_app
     app = make_app(Client(url, token))
     app.run()
+    # a crash in the app is a traceback printed by Textual and return_code 1: exit with it
+    code = app.return_code or 0
+    if code:
+        log.error("tui stopped on an error (exit %d)", code)
     log.info("tui exited (log: %s)", path)
-    return 0
+    return code

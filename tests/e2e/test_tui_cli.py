@@ -17,6 +17,14 @@ def test_no_node_on_datadir(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "no node is running" in proc.stderr and "p2pmarket run --datadir" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1
+
+
+def test_missing_datadir_is_not_created(tmp_path: Path) -> None:
+    proc = run("--datadir", str(tmp_path / "nowhere"))
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
+    assert f"p2pmarket run --datadir {tmp_path / 'nowhere'}" in proc.stderr
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_stale_api_files(tmp_path: Path) -> None:
