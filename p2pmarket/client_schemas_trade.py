@@ -303,8 +303,8 @@ class ArbiterFields(Wire, frozen=True):
 
     name: Annotated[str, Meta(min_length=1, max_length=64)]
     description: Annotated[str, Meta(max_length=1000)] = ""
-    fee_percent_bp: Annotated[int, Meta(ge=0, le=10_000)] = 0
-    fee_fixed_sat: Annotated[int, Meta(ge=0)] = 0
+    fee_percent_bp: Annotated[int, Meta(ge=0, le=2000)] = 0  # the advert record's limits
+    fee_fixed_sat: Annotated[int, Meta(ge=0, le=10_000_000)] = 0
 
 
 class CaseStepOut(Wire, frozen=True):

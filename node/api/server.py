@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from node.api import (
+    routes_arbiter,
     routes_escrow,
     routes_events,
     routes_listings,
@@ -50,7 +51,8 @@ MAX_BODY = 4 * 1024 * 1024  # a 2 MB image, base64, fits
 SHUTDOWN_TIMEOUT = 3.0
 ROUTES = [routes_node.routes, routes_events.routes, routes_listings.routes,
           routes_profiles.routes, routes_offers.routes, routes_orders.routes,
-          routes_messages.routes, routes_moderation.routes, routes_escrow.routes]
+          routes_messages.routes, routes_moderation.routes, routes_escrow.routes,
+          routes_arbiter.routes]
 
 
 def endpoints() -> list[Endpoint]:
