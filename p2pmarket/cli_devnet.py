@@ -29,11 +29,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from p2pmarket.cli_common import CliError, is_initialised, unlock_keystore
+from p2pmarket.cli_common import CliError, is_initialised
 from p2pmarket.cli_devnet_seed import SAMPLES, listing_fields, png
 from p2pmarket.client import Client
-from p2pmarket.datadir import DB_FILE, DataDirLock
-from p2pmarket.storage import Database
+from p2pmarket.datadir import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +285,7 @@ class Devnet:
         self.say(f"nodes up after {time.monotonic() - t0:.1f} s")
 
         self.say("arbiter: publishing its advert ...")
-        await publish_arbiter_advert(self.node("arbiter").datadir,
-                                     [("127.0.0.1", self.boot_port)]
-                                     + [("127.0.0.1", n.ports["dht"]) for n in self.nodes])
+        await publish_arbiter_advert(self.node("arbiter").datadir)
         await self._fund_buyer()
         await self._seed()
         self.say(f"ready after {time.monotonic() - t0:.1f} s")
@@ -379,28 +376,15 @@ async def _stop_child(child: Child) -> None:
         os.killpg(pgid, signal.SIGKILL)  # anything the child left behind in its group
 
 
-async def publish_arbiter_advert(datadir: Path, peers: list[tuple[str, int]]) -> None:
-    """Sign the arbiter's advert with its key, store it in its node.db (so its node accepts
-    arbitration) and put it in the DHT through a short-lived DHT node of our own."""
-    from dht.server import DhtNode
-    from dht.storage import RecordStore
-    from node.arbiters import ArbiterService
-    from p2pmarket.identity import Identity
+async def publish_arbiter_advert(datadir: Path) -> None:
+    """The arbiter node publishes its advert itself (`PUT /arbiter`): signed with its key,
+    kept in its node.db, put in the DHT and republished by the node."""
+    from p2pmarket.client_schemas_trade import ArbiterFields
 
-    keystore = unlock_keystore(datadir)
-    db = Database.open(datadir / DB_FILE)  # WAL: the running arbiter node reads it too
-    scratch = Database.open(":memory:")
-    dht = DhtNode(Identity.generate(), RecordStore(scratch))
-    try:
-        await dht.listen(0, "127.0.0.1")
-        await dht.bootstrap(peers)
-        await ArbiterService(keystore.identity, db, dht).publish(
-            ARBITER_NAME, "Devnet arbiter: English, German. Rules within a day.",
-            fee_percent_bp=100, fee_fixed_sat=500)
-    finally:
-        dht.stop()
-        db.close()
-        scratch.close()
+    async with Client.from_datadir(datadir, timeout=30) as arbiter:
+        await arbiter.publish_arbiter_advert(ArbiterFields(
+            name=ARBITER_NAME, description="Devnet arbiter: English, German. Rules within a day.",
+            fee_percent_bp=100, fee_fixed_sat=500))
 
 
 # -- entry point ------------------------------------------------------------------------------
