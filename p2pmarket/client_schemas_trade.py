@@ -203,12 +203,26 @@ class ChatOut(Wire, frozen=True):
 
 
 class ConversationOut(Wire, frozen=True):
-    id: str  # the offer (negotiation) id
+    """An offer's chat (`kind` "offer", same id as the offer) or a buyer's questions about a
+    listing before any offer (`kind` "inquiry", no `offer_state`)."""
+
+    id: str  # the offer (negotiation) id, or the inquiry's own id
     peer: PeerId
+    listing_id: str
     title: str
-    offer_state: OfferState
+    offer_state: OfferState | None  # None for an inquiry
     messages: int
     last: ChatOut | None
+    kind: Literal["offer", "inquiry"] = "offer"
+
+
+class ConversationFields(Wire, frozen=True):
+    """A question to a seller about one of its listings, before any offer. Asking again about
+    the same listing adds to the conversation already open."""
+
+    seller: PeerId
+    listing_id: ObjectId
+    text: Annotated[str, Meta(min_length=1, max_length=4000)]
 
 
 class ChatFields(Wire, frozen=True):
@@ -357,3 +371,6 @@ class DisputeOut(Wire, frozen=True):
     statements: list[StatementOut]
     cases: list[CaseFileOut]
     ruling: RulingOut | None
+    # the miner fee is what a ruling's split leaves after my fee; the terms bound it
+    network_fee_min_sat: int = 0
+    network_fee_max_sat: int = 0

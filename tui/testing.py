@@ -114,7 +114,8 @@ def dispute_case() -> DisputeOut:
     return DisputeOut(
         order_id="order-0042", state="disputed", amount_sat=250_000, max_fee_sat=3_500,
         buyer=BUYER, seller=SELLER, opened_by="buyer", heard=["buyer", "seller"],
-        ruling_due=CREATED + 7 * 86400, can_rule=True,
+        ruling_due=CREATED + 7 * 86400, can_rule=True, network_fee_min_sat=110,
+        network_fee_max_sat=20_000,
         statements=[
             StatementOut(by="buyer", kind="dispute_opened", text="Nothing arrived in 3 weeks.",
                          attachments=[]),
@@ -451,7 +452,7 @@ class FakeClient:
         self._call("rule_case", order_id, buyer_sat, seller_sat, note)
         for n, d in enumerate(self.disputes):
             if d.order_id == order_id:
-                fee = min(d.max_fee_sat, d.amount_sat - buyer_sat - seller_sat)
+                fee = d.max_fee_sat
                 self.disputes[n] = msgspec.structs.replace(
                     d, state="resolved", can_rule=False,
                     ruling=RulingOut(buyer_sat=buyer_sat, seller_sat=seller_sat, fee_sat=fee,

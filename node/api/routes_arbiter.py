@@ -61,9 +61,12 @@ def case_out(case: CaseFile) -> t.CaseFileOut:
         received=case.at)
 
 
-def dispute_out(v: DisputeView) -> t.DisputeOut:
+def dispute_out(v: DisputeView, driver: EscrowDriver) -> t.DisputeOut:
     r = v.ruling
+    esc = driver.escrows.get(v.order)
+    fee_min, fee_max = (esc.terms.min_fee_sats, esc.terms.max_fee_sats) if esc else (0, 0)
     return t.DisputeOut(
+        network_fee_min_sat=fee_min, network_fee_max_sat=fee_max,
         order_id=v.order, state=str(v.state), amount_sat=v.amount_sats,
         max_fee_sat=v.max_fee_sats, buyer=pid(v.buyer), seller=pid(v.seller),
         opened_by=PARTIES[v.opened_by] if v.opened_by is not None else None,
@@ -135,16 +138,17 @@ async def withdraw_arbiter_advert(call: Call) -> None:
             query=s.Paging, response=s.Page[t.DisputeOut], errors=(NO_ESCROW,))
 async def list_disputes(call: Call) -> s.Page[t.DisputeOut]:
     """Every escrow this node arbitrates that was ever disputed, ruled on or not."""
-    escrow(call)
+    driver = escrow(call)
     items, token = page(call.node.arbiters.disputes(), call.query(s.Paging))
-    return s.Page[t.DisputeOut](items=[dispute_out(v) for v in items], next_page_token=token)
+    return s.Page[t.DisputeOut](items=[dispute_out(v, driver) for v in items],
+                                next_page_token=token)
 
 
 @routes.get("/disputes/{order_id}", name="getDispute",
             summary="One dispute: both parties' case files, statements and my ruling",
             response=t.DisputeOut, errors=(NO_ESCROW,))
 async def get_dispute(call: Call) -> t.DisputeOut:
-    return dispute_out(arbitrated(call)[1])
+    return dispute_out(arbitrated(call)[1], escrow(call))
 
 
 @routes.post("/disputes/{order_id}/rule", name="ruleCase",
@@ -165,7 +169,16 @@ async def rule_case(call: Call) -> t.DisputeOut:
                                      f"plus my fee of {view.max_fee_sats} is more than the "
                                      f"{view.amount_sats} sats in the escrow (the miner fee "
                                      "comes out of it too)")
+    driver = escrow(call)
+    out = dispute_out(view, driver)
+    miner = view.amount_sats - f.buyer_sat - f.seller_sat - view.max_fee_sats
+    if view.ruling is None and not (
+            out.network_fee_min_sat <= miner <= out.network_fee_max_sat):
+        raise ApiProblem("conflict", f"the split leaves {miner} sats for the miner fee; the "
+                                     f"escrow terms allow {out.network_fee_min_sat} to "
+                                     f"{out.network_fee_max_sat} (give the rest to a party)")
     try:
-        return dispute_out(await service.rule(view.order, f.buyer_sat, f.seller_sat, f.note))
+        return dispute_out(await service.rule(view.order, f.buyer_sat, f.seller_sat, f.note),
+                           driver)
     except EscrowError as exc:  # the escrow machine has the last word on what is allowed
         raise ApiProblem("conflict", str(exc)) from None

@@ -67,18 +67,23 @@ async def test_rule_with_a_split() -> None:
         assert app.screen is form  # more than the escrow holds: refused before any call
         assert "more than the 250000 sat" in str(form.query_one("#err-seller_sat",
                                                                  Static).render())
+        form.query_one("#f-seller_sat", Input).value = "1000"  # 45500 sat to the miners
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "leaves 45500 sat for the network fee" in str(
+            form.query_one("#err-seller_sat", Static).render())
         assert not [c for c in fake.calls if c[0] == "rule_case"]
         form.query_one("#f-seller_sat", Input).value = "x"
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "'x' is not a number of sat" in str(form.query_one("#err-seller_sat",
                                                                   Static).render())
-        form.query_one("#f-seller_sat", Input).value = "46500"
+        form.query_one("#f-seller_sat", Input).value = ""  # the rest: 250000-200000-3500-2000
         form.query_one("#f-note", Input).value = "tracking shows delivery to a neighbour"
         await pilot.press("ctrl+s")
         await settle(app, pilot)
         assert isinstance(app.screen, DisputesScreen)
-        assert ("rule_case", ("order-0042", 200000, 46500,
+        assert ("rule_case", ("order-0042", 200000, 44500,
                               "tracking shows delivery to a neighbour")) in fake.calls
         assert "Ruled" in text(app, "#dispute-summary")
         # once ruled, the rule key is gone from the footer

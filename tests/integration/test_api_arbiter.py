@@ -151,6 +151,12 @@ async def test_dispute_case_files_and_split_ruling(tmp_path: Path) -> None:
             assert too_much.status == 409 and too_much.name == "conflict"
             assert f"more than the {AMOUNT} sats in the escrow" in too_much.detail
 
+            assert 0 < case.network_fee_min_sat <= FEE <= case.network_fee_max_sat
+            generous = await problem(arb.rule_case(order_id, 1_000, 1_000, "oops"))
+            assert generous.status == 409  # nearly all of it would go to the miners
+            assert "leaves" in generous.detail and "miner fee" in generous.detail
+            assert (await arb.get_dispute(order_id)).ruling is None
+
             to_seller = 100_000
             to_buyer = AMOUNT - ARBITER_FEE - FEE - to_seller
             ruled = await arb.rule_case(order_id, to_buyer, to_seller, "one wheel was bent")

@@ -22,6 +22,7 @@ from tui.format import describe_error, short, to_int
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
 
 NO_ESCROW = 501
+DEFAULT_MINER_FEE = 2_000  # sat left for the network fee by the form's suggested split
 
 
 def when(at: float | None) -> str:
@@ -220,30 +221,45 @@ class DisputesScreen(BaseScreen):
         d = self.current
         if d is None or not d.can_rule:
             return
+        miner_default = min(max(DEFAULT_MINER_FEE, d.network_fee_min_sat),
+                            d.network_fee_max_sat or DEFAULT_MINER_FEE)
 
         async def submit(v: dict[str, str]) -> None:
-            amounts = {}
-            for name in ("buyer_sat", "seller_sat"):
-                try:
-                    amounts[name] = to_int(v[name] or "0", "a number of sat")
-                except ValueError as exc:
-                    raise FieldInvalid(name, str(exc)) from None
-                if amounts[name] < 0:
+            try:
+                buyer = to_int(v["buyer_sat"] or "0", "a number of sat")
+            except ValueError as exc:
+                raise FieldInvalid("buyer_sat", str(exc)) from None
+            leftover = d.amount_sat - d.max_fee_sat - miner_default
+            try:  # empty: the seller gets the rest
+                seller = (to_int(v["seller_sat"], "a number of sat") if v["seller_sat"].strip()
+                          else leftover - buyer)
+            except ValueError as exc:
+                raise FieldInvalid("seller_sat", str(exc)) from None
+            for name, value in (("buyer_sat", buyer), ("seller_sat", seller)):
+                if value < 0:
                     raise FieldInvalid(name, "cannot be negative")
-            if amounts["buyer_sat"] + amounts["seller_sat"] > d.amount_sat:
+            miner = d.amount_sat - buyer - seller - d.max_fee_sat
+            if miner < 0:
                 raise FieldInvalid("seller_sat", f"together more than the {d.amount_sat} sat "
-                                                 "in escrow")
-            await self.client.rule_case(d.order_id, amounts["buyer_sat"],
-                                        amounts["seller_sat"], v["note"])
+                                                 f"in escrow less your {d.max_fee_sat} sat fee")
+            if d.network_fee_max_sat and not (
+                    d.network_fee_min_sat <= miner <= d.network_fee_max_sat):
+                raise FieldInvalid("seller_sat", f"leaves {miner} sat for the network fee; "
+                                                 f"allowed {d.network_fee_min_sat} to "
+                                                 f"{d.network_fee_max_sat}: give the rest to a "
+                                                 "party")
+            await self.client.rule_case(d.order_id, buyer, seller, v["note"])
 
-        half = max(0, d.amount_sat - d.max_fee_sat) // 2
+        share = max(0, d.amount_sat - d.max_fee_sat - miner_default)
         self._form(f"Rule on {d.order_id}", [
-            Field("buyer_sat", "To buyer sat", str(half)),
-            Field("seller_sat", "To seller sat", str(half)),
+            Field("buyer_sat", "To buyer sat", str(share // 2)),
+            Field("seller_sat", "To seller sat", str(share - share // 2),
+                  placeholder="empty: the rest"),
             Field("note", "Reasons", placeholder="why, for both parties"),
         ], submit, "Ruling signed and sent to both parties.",
-            note=f"{d.amount_sat} sat in escrow; your fee (up to {d.max_fee_sat} sat) and the "
-                 "network fee come out of what the split leaves.")
+            note=f"{d.amount_sat} sat in escrow, less your fee ({d.max_fee_sat} sat) and the "
+                 f"network fee (what is left: {d.network_fee_min_sat} to "
+                 f"{d.network_fee_max_sat} sat).")
 
     def action_advertise(self) -> None:
         a = self.advert
