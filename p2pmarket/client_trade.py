@@ -92,6 +92,13 @@ class TradeMethods(Transport):
         return await self.call("GET", "/conversations", s.Page[t.ConversationOut],
                                query=s.Paging(page_size=page_size, page_token=page_token))
 
+    async def start_conversation(self, seller: str, listing_id: str, text: str
+                                 ) -> t.ConversationOut:
+        """Ask a seller about a listing before any offer (404 `not-found`: listing unknown)."""
+        return await self.call("POST", "/conversations", t.ConversationOut,
+                               body=t.ConversationFields(seller=seller, listing_id=listing_id,
+                                                         text=text))
+
     async def list_messages(self, conversation_id: str, *, page_size: int = 50,
                             page_token: str | None = None) -> s.Page[t.ChatOut]:
         return await self.call("GET", f"/conversations/{seg(conversation_id)}/messages",

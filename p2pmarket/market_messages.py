@@ -1,8 +1,9 @@
-"""Wire bodies of the market conversation: negotiation messages, order steps and review grants.
+"""Wire bodies of the market conversation: inquiries, negotiation messages, order steps, grants.
 
-Negotiation bodies ride signed direct messages (`p2pmarket.messages`). An order step is signed
-again on its own (`SignedStep`, see `node.market.order_log`) so an order's log is evidence anyone
-can check without the message envelopes: the other party, an arbiter, a restarted node.
+Inquiries and negotiation bodies ride signed direct messages (`p2pmarket.messages`). An order
+step is signed again on its own (`SignedStep`, see `node.market.order_log`) so an order's log is
+evidence anyone can check without the message envelopes: the other party, an arbiter, a
+restarted node.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from msgspec import Meta
 
 from p2pmarket.bodies import Key32, Listing, ObjectId, Price, Sig64
 from p2pmarket.identity import Identity, verify
-from p2pmarket.message_base import MessageBodyBase
+from p2pmarket.message_base import ChatText, MessageBodyBase
 from p2pmarket.records import Record
 
 Hash32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
@@ -56,6 +57,19 @@ def listing_hash(record: Record[Listing]) -> bytes:
 
 def listing_ref(record: Record[Listing]) -> ListingRef:
     return ListingRef(record.body.id, record.seq, listing_hash(record))
+
+
+# -- before an offer --------------------------------------------------------------------------
+
+
+class Inquiry(MessageBodyBase, frozen=True, tag="inquiry"):
+    """The buyer asks the seller about one of its listings before any offer. It opens the
+    conversation `conversation` (a fresh random id, like a negotiation id, never one of them);
+    every later line in it, from either side, is a `messages.Chat` with that id."""
+
+    conversation: ObjectId
+    listing: ObjectId  # the seller's listing id
+    text: ChatText
 
 
 # -- negotiation messages ----------------------------------------------------------------------

@@ -6,7 +6,13 @@ importing each other.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+from msgspec import Meta
+
+# one line of chat (a `Chat`, or the first line of an `Inquiry`)
+ChatText = Annotated[str, Meta(min_length=1, max_length=4000)]
 
 
 class MessageBodyBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="kind"):

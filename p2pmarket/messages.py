@@ -18,7 +18,16 @@ from msgspec import Meta
 from p2pmarket.bodies import Key32, ObjectId
 from p2pmarket.escrow_messages import EscrowCase, EscrowOpen, EscrowStep
 from p2pmarket.identity import Identity, verify
-from p2pmarket.market_messages import Accept, Counter, Decline, Offer, OrderStep, Withdraw
+from p2pmarket.market_messages import (
+    Accept,
+    Counter,
+    Decline,
+    Inquiry,
+    Offer,
+    OrderStep,
+    Withdraw,
+)
+from p2pmarket.message_base import ChatText
 from p2pmarket.message_base import MessageBodyBase as _Body
 
 DOMAIN = b"p2pmarket/v1/msg\x00"
@@ -47,7 +56,7 @@ class WrongPeer(MessageError):
 
 class Chat(_Body, frozen=True, tag="chat"):
     conversation: ObjectId
-    text: Annotated[str, Meta(min_length=1, max_length=4000)]
+    text: ChatText
 
 
 class Ack(_Body, frozen=True, tag="ack"):
@@ -57,8 +66,8 @@ class Ack(_Body, frozen=True, tag="ack"):
 
 
 # later issues add offer/order/escrow kinds to this union
-MessageBody = (Chat | Ack | Offer | Counter | Accept | Decline | Withdraw | OrderStep | EscrowOpen
-               | EscrowStep | EscrowCase)
+MessageBody = (Chat | Ack | Inquiry | Offer | Counter | Accept | Decline | Withdraw | OrderStep
+               | EscrowOpen | EscrowStep | EscrowCase)
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -26,7 +26,7 @@ PATH_PARAMS: dict[str, tuple[dict[str, Any], str]] = {
                  "An offer (negotiation) id; also its conversation's id."),
     "order_id": ({"type": "string", "pattern": ID_PATTERN}, "An order id."),
     "conversation_id": ({"type": "string", "pattern": ID_PATTERN},
-                        "A conversation id (the id of its offer)."),
+                        "A conversation id (its offer's id, or an inquiry's)."),
     "message_id": ({"type": "string", "pattern": ID_PATTERN}, "A message id."),
     "sha256": ({"type": "string", "pattern": r"^[0-9a-f]{64}$"},
                "The image's SHA-256 as lowercase hex."),

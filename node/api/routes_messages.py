@@ -1,6 +1,7 @@
-"""Conversation and message routes: chats on offers, and every direct message's delivery state.
+"""Conversation and message routes: chats on offers and inquiries, and every message's delivery.
 
-A conversation is the chat that goes with an offer (same id); it continues after the order.
+A conversation is the chat that goes with an offer (same id; it continues after the order), or
+one a buyer starts about a listing before any offer (an inquiry, `POST /conversations`).
 `/messages/outbox` is every message this node sent (chats, offers, order steps) with how far it
 got; `/messages/inbox` every message it received.
 """
@@ -13,13 +14,14 @@ from node.api.context import Call, Reply, created, public_key
 from node.api.convert import OFFER_STATES, bad_token, key_token, page, read_key
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
+from node.api.routes_listings import find_listing
 from node.app import Node
 from node.market.orders import Role
-from node.market.trade_store import NegotiationView
 from node.p2p.outbox import OutboxEntry, State
 from p2pmarket import client_schemas as s
 from p2pmarket import client_schemas_trade as t
 from p2pmarket.identity import peer_id_from_public
+from p2pmarket.market_messages import Inquiry
 from p2pmarket.messages import Chat, MessageBody, MessageError, open_message
 
 routes = Routes("conversations")
@@ -31,29 +33,26 @@ DELIVERY: dict[State, t.DeliveryState] = {
     State.FAILED: "failed"}
 
 
-def _peer(view: NegotiationView) -> bytes:
-    return view.buyer if view.role is Role.SELLER else view.seller
-
-
 def _sent_chats(node: Node, peer: bytes, conversation: str) -> list[OutboxEntry]:
-    """My chat messages of one conversation, in the order they were sent."""
-    entries = [e for e in node.outbox.entries(recipient=peer, limit=MAX_SCAN) if e.kind == "chat"]
+    """My chat lines of one conversation (an inquiry's first one too), in the order sent."""
+    entries = [e for e in node.outbox.entries(recipient=peer, limit=MAX_SCAN)
+               if e.kind in ("chat", "inquiry")]
     mine = []
     for entry in sorted(entries, key=lambda e: e.seq):
         try:
             body = open_message(entry.raw).body
         except MessageError:
             continue
-        if isinstance(body, Chat) and body.conversation == conversation:
+        if isinstance(body, Chat | Inquiry) and body.conversation == conversation:
             mine.append(entry)
     return mine
 
 
-def chats(node: Node, view: NegotiationView) -> list[t.ChatOut]:
-    me, peer = node.identity.public, _peer(view)
-    sent = iter(_sent_chats(node, peer, view.id))
+def chats(node: Node, conversation: str) -> list[t.ChatOut]:
+    me, peer = node.identity.public, node.trade.conversation_peer(conversation)
+    sent = iter(_sent_chats(node, peer, conversation))
     out = []
-    for sender, text, at in node.trade.chat_log(view.id):
+    for sender, text, at in node.trade.chat_log(conversation):
         entry = next(sent, None) if sender == me else None
         out.append(t.ChatOut(
             sender=peer_id_from_public(sender), mine=sender == me, text=text, at=at,
@@ -63,27 +62,59 @@ def chats(node: Node, view: NegotiationView) -> list[t.ChatOut]:
     return out
 
 
+def conversation_out(node: Node, conversation: str, kind: str) -> t.ConversationOut:
+    log = chats(node, conversation)
+    last = log[-1] if log else None
+    if kind == "inquiry":
+        inquiry = node.trade.inquiries.view(conversation)
+        return t.ConversationOut(
+            id=conversation, kind="inquiry", peer=peer_id_from_public(inquiry.peer),
+            listing_id=inquiry.listing_id, title=inquiry.title, offer_state=None,
+            messages=len(log), last=last)
+    view = node.trade.negotiation(conversation)
+    return t.ConversationOut(
+        id=conversation, kind="offer",
+        peer=peer_id_from_public(view.buyer if view.role is Role.SELLER else view.seller),
+        listing_id=view.listing.id, title=view.title, offer_state=OFFER_STATES[view.state],
+        messages=len(log), last=last)
+
+
 @routes.get("/conversations", name="listConversations",
-            summary="Chats on my offers, latest change first", query=s.Paging,
+            summary="Chats on my offers and inquiries, latest change first", query=s.Paging,
             response=s.Page[t.ConversationOut])
 async def list_conversations(call: Call) -> s.Page[t.ConversationOut]:
     node = call.node
-    ids, token = page(node.trade.store.negotiation_ids(), call.query(s.Paging))
-    items = []
-    for view in (node.trade.negotiation(i) for i in ids):
-        log = chats(node, view)
-        items.append(t.ConversationOut(id=view.id, peer=peer_id_from_public(_peer(view)),
-                                       title=view.title, offer_state=OFFER_STATES[view.state],
-                                       messages=len(log), last=log[-1] if log else None))
-    return s.Page[t.ConversationOut](items=items, next_page_token=token)
+    ids, token = page(node.trade.conversations(), call.query(s.Paging))
+    return s.Page[t.ConversationOut](items=[conversation_out(node, i, kind) for i, kind in ids],
+                                     next_page_token=token)
+
+
+@routes.post("/conversations", name="startConversation",
+             summary="Ask a seller about a listing before any offer",
+             body=t.ConversationFields, response=t.ConversationOut, status=201,
+             errors=(404, 409))
+async def start_conversation(call: Call) -> Reply:
+    """The listing is looked up like an offer's (my cache, else the DHT; 404 if not found).
+    The text travels as an `inquiry` message (`Location` is the conversation's messages);
+    asking again about the same listing adds to the open conversation. The seller's node drops
+    inquiries about listings it does not have, and beyond its caps of open inquiries."""
+    fields = call.body(t.ConversationFields)
+    node = call.node
+    seller = public_key(fields.seller, pointer="/seller")
+    record = await find_listing(node, seller, fields.listing_id)
+    if record is None:
+        raise ApiProblem("not-found", f"no listing {fields.listing_id} of that seller found")
+    node.trade.listing_updated(record)
+    view = await node.trade.ask(seller, fields.listing_id, fields.text)
+    return created(conversation_out(node, view.id, "inquiry"),
+                   f"/api/v1/conversations/{view.id}/messages")
 
 
 @routes.get("/conversations/{conversation_id}/messages", name="listMessages",
             summary="A conversation's messages, oldest first, with delivery state",
             query=s.Paging, response=s.Page[t.ChatOut])
 async def list_messages(call: Call) -> s.Page[t.ChatOut]:
-    node = call.node
-    log = chats(node, node.trade.negotiation(call.path("conversation_id")))
+    log = chats(call.node, call.path("conversation_id"))
     items, token = page(log, call.query(s.Paging))
     return s.Page[t.ChatOut](items=items, next_page_token=token)
 
@@ -95,9 +126,8 @@ async def send_message(call: Call) -> Reply:
     """Delivered in the background; follow it with `message.delivered` events or the
     outbox entry in `Location`."""
     node, conversation = call.node, call.path("conversation_id")
-    view = node.trade.negotiation(conversation)
     await node.trade.chat(conversation, call.body(t.ChatFields).text)
-    last = chats(node, view)[-1]
+    last = chats(node, conversation)[-1]
     return created(last, f"/api/v1/messages/outbox/{last.message_id}")
 
 

@@ -1,4 +1,4 @@
-"""The trade service: negotiations, orders and reviews between nodes, as the HTTP API sees them.
+"""The trade service: inquiries, negotiations, orders and reviews between nodes, for the API.
 
 `Trade` turns API calls into messages and signed order steps (through `TradeEngine`, which also
 handles what peers send), answers queries with views, and tells listeners of every change.
@@ -17,10 +17,12 @@ import inspect
 import logging
 
 from dht.server import DhtError
+from node.market.inquiries import InquiryView
 from node.market.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
 from node.market.orders import (
     IllegalEvent,
     LocalProtocolError,
+    NotFound,
     OrderState,
     Role,
     StaleOffer,
@@ -45,6 +47,7 @@ from p2pmarket.market_messages import (
     Cancelled,
     Counter,
     Decline,
+    Inquiry,
     Offer,
     PaymentConfirmed,
     PaymentMethod,
@@ -148,14 +151,35 @@ class Trade(TradeEngine):
         self._send_negotiation(neg, Withdraw(negotiation=neg.id, reason=reason))
         return self.negotiation(neg.id)
 
-    async def chat(self, negotiation_id: str, text: str) -> None:
-        """A chat message on the negotiation's conversation (it continues after the order)."""
-        neg = self._negotiation(negotiation_id)
-        peer = neg.seller if neg.our_role is B else neg.buyer
-        body = Chat(conversation=neg.id, text=text)
+    async def ask(self, seller: bytes, listing_id: str, text: str) -> InquiryView:
+        """Ask a seller about a listing before any offer. The listing must be known here (a copy
+        passed to `listing_updated` or offered on), for its title. A second question about the
+        same listing goes into the same conversation, again as an `Inquiry`, so a seller that
+        dropped the first (over its caps) can still take it."""
+        if seller == self.identity.public:
+            raise LocalProtocolError("you cannot ask about your own listing")
+        listing = self._known(seller, listing_id)
+        if listing is None:
+            raise NotFound(f"no listing {listing_id} of that seller is known here")
+        now = self.clock()
+        view = self.inquiries.mine_about(seller, listing_id)
         with self.store.db.transaction():
-            self.store.add_chat(neg.id, self.identity.public, text, self.clock())
-            self._send(peer, body)
+            if view is None:
+                view = InquiryView(id=new_id(), role=B, peer=seller, listing_id=listing_id,
+                                   title=listing.body.title, created=now, updated=now)
+                self.inquiries.add(view)
+            self.inquiries.add_line(view.id, self.identity.public, text, now, ours=True)
+            self._send(seller, Inquiry(conversation=view.id, listing=listing_id, text=text))
+        return self.inquiries.view(view.id)
+
+    async def chat(self, conversation_id: str, text: str) -> None:
+        """A chat line in an inquiry's or a negotiation's conversation (which continues after
+        the order)."""
+        peer = self.conversation_peer(conversation_id)
+        with self.store.db.transaction():
+            self.inquiries.add_line(conversation_id, self.identity.public, text, self.clock(),
+                                    ours=True)
+            self._send(peer, Chat(conversation=conversation_id, text=text))
 
     # -- order API -----------------------------------------------------------------------------
 
@@ -255,8 +279,20 @@ class Trade(TradeEngine):
         order = self._order(order_id)
         return order_view(order, self.identity, self.store.address(order.id))
 
-    def chat_log(self, negotiation_id: str) -> list[tuple[bytes, str, float]]:
-        return self.store.chat(negotiation_id)
+    def conversations(self) -> list[tuple[str, str]]:
+        """(id, "offer" or "inquiry") of every conversation, latest change first."""
+        return self.inquiries.conversation_ids()
+
+    def conversation_peer(self, conversation_id: str) -> bytes:
+        """The other side of an inquiry's or a negotiation's conversation (NotFound: neither)."""
+        inquiry = self.inquiries.get(conversation_id)
+        if inquiry is not None:
+            return inquiry.peer
+        neg = self._negotiation(conversation_id)
+        return neg.seller if neg.our_role is B else neg.buyer
+
+    def chat_log(self, conversation_id: str) -> list[tuple[bytes, str, float]]:
+        return self.store.chat(conversation_id)
 
     # -- hooks ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from dht.server import DhtNode
+from node.market.inquiries import InquiryStore
 from node.market.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
 from node.market.order_log import Entry
 from node.market.orders import (
@@ -50,6 +51,7 @@ from p2pmarket.market_messages import (
     Cancelled,
     Counter,
     Decline,
+    Inquiry,
     NegotiationBody,
     Offer,
     Opened,
@@ -103,6 +105,7 @@ class TradeEngine:
                  clock: Callable[[], float] = time.time) -> None:
         self.node, self.identity = node, node.identity
         self.store = TradeStore(node.db)
+        self.inquiries = InquiryStore(self.store)
         self.own_listing, self.on_sold, self.on_unsold = own_listing, on_sold, on_unsold
         self.clock = clock
         self.listeners: list[Callable[[TradeEvent], None]] = []
@@ -141,14 +144,22 @@ class TradeEngine:
                 self._receive_negotiation(sender, body)
             case OrderStep():
                 self._receive_step(sender, body)
-            case Chat():
-                if self.store.has_negotiation_with(body.conversation, sender):
-                    self.store.add_chat(body.conversation, sender, body.text, self.clock())
+            case Inquiry():
+                if self.inquiries.admit(sender, body, self._current_own(body.listing),
+                                        self.clock()):
+                    self._emit(ChatReceived(conversation=body.conversation, sender=sender,
+                                            text=body.text))
+            case Chat():  # only from the other side of an offer's or an inquiry's conversation
+                if (self.store.has_negotiation_with(body.conversation, sender)
+                        or self.inquiries.has_with(body.conversation, sender)):
+                    self.inquiries.add_line(body.conversation, sender, body.text, self.clock(),
+                                            ours=False)
                     self._emit(ChatReceived(conversation=body.conversation, sender=sender,
                                             text=body.text))
 
     def _receive_offer(self, buyer: bytes, offer: Offer) -> None:
-        if self.store.has_negotiation(offer.negotiation):
+        if (self.store.has_negotiation(offer.negotiation)
+                or self.inquiries.get(offer.negotiation) is not None):
             raise RemoteProtocolError(f"negotiation id {offer.negotiation} is already used")
         current = self._current_own(offer.listing.id)
         if current is None:  # not ours (or gone): say so, keep nothing

@@ -57,6 +57,21 @@ NEGOTIATION_MIGRATIONS = [
     );
     CREATE INDEX chat_conversation ON chat (conversation, id);
     """,
+    # conversations opened by an Inquiry, before any offer (node.market.inquiries)
+    """
+    CREATE TABLE inquiries (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('buyer', 'seller')),
+        peer BLOB NOT NULL,
+        listing_id TEXT NOT NULL,
+        title TEXT NOT NULL,
+        answered INTEGER NOT NULL DEFAULT 0,  -- we wrote in it (the caps count unanswered ones)
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX inquiries_peer ON inquiries (peer, created);
+    CREATE INDEX inquiries_updated ON inquiries (updated);
+    """,
 ]
 ORDER_MIGRATIONS = [
     """
