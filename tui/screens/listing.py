@@ -1,5 +1,6 @@
-"""Listing screen: one listing's details, its seller's profile, rating and latest reviews, with
-"make offer" and "message seller" (messages travel in the negotiation's conversation)."""
+"""Listing screen: one listing's details, its seller's profile, rating and latest reviews, a
+preview of its images (`[` and `]` step through them), with "make offer" and "message seller"
+(messages travel in the negotiation's conversation)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import UTC, datetime
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Static
 
 from p2pmarket.client_schemas import ListingOut, ProfileOut, ReviewOut
@@ -16,6 +17,7 @@ from p2pmarket.client_schemas_trade import OfferOut
 from tui.base import BaseScreen
 from tui.format import money, short, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen
+from tui.images import ImagePreview
 
 
 def listing_text(item: ListingOut) -> str:
@@ -31,9 +33,6 @@ def listing_text(item: ListingOut) -> str:
     ]
     if item.tags:
         lines += ["", "Tags: " + ", ".join(item.tags)]
-    if item.images:
-        lines += ["", f"[dim]{len(item.images)} image(s): "
-                      + ", ".join(i.sha256[:10] for i in item.images) + "[/dim]"]
     return "\n".join(lines)
 
 
@@ -56,6 +55,8 @@ class ListingScreen(BaseScreen):
         Binding("escape", "app.pop_screen", "Back", id="listing.back"),
         Binding("o", "offer", "Make offer", id="listing.offer"),
         Binding("m", "message", "Message", id="listing.message"),
+        Binding("left_square_bracket", "step_image(-1)", "Prev image", id="listing.prev_image"),
+        Binding("right_square_bracket", "step_image(1)", "Next image", id="listing.next_image"),
         Binding("r", "refresh", "Refresh", id="listing.refresh", show=False),
     ]
 
@@ -67,9 +68,12 @@ class ListingScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with VerticalScroll(id="listing-body"):
-            yield Static(listing_text(self.listing), id="listing-details")
-            yield Static(seller_text(self.listing.publisher, None, []), id="listing-seller")
+        with Horizontal(id="listing-main"):
+            with VerticalScroll(id="listing-body"):
+                yield Static(listing_text(self.listing), id="listing-details")
+                yield Static(seller_text(self.listing.publisher, None, []), id="listing-seller")
+            yield ImagePreview(self.client, self.listing.images, self.listing.publisher,
+                               id="listing-images")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -82,6 +86,14 @@ class ListingScreen(BaseScreen):
         self.load_listing()
         self.load_seller()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "step_image":  # only a listing with images to step through has the keys
+            return len(self.listing.images) > 1
+        return True
+
+    def action_step_image(self, delta: int) -> None:
+        self.query_one("#listing-images", ImagePreview).step(delta)
+
     @work(exclusive=True, group="listing")
     async def load_listing(self) -> None:
         item = await self.call(self.client.get_listing(
@@ -89,6 +101,9 @@ class ListingScreen(BaseScreen):
         if item is not None:
             self.listing = item
             self.query_one("#listing-details", Static).update(listing_text(item))
+            self.query_one("#listing-images", ImagePreview).set_images(item.images,
+                                                                       item.publisher)
+            self.refresh_bindings()
 
     @work(exclusive=True, group="seller")
     async def load_seller(self) -> None:

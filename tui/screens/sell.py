@@ -1,9 +1,9 @@
 """Sell screen: my listings, with a create form (inline errors from the API's 422 problem
-details), a price/quantity edit form and delete."""
+details, image files checked and uploaded first), an edit form and delete."""
 
 from __future__ import annotations
 
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from textual import work
 from textual.app import ComposeResult
@@ -12,10 +12,16 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.bodies import Condition, Currency
-from p2pmarket.client_schemas import ListingOut
+from p2pmarket.client_schemas import ImageRef, ListingOut
 from tui.base import BaseScreen
 from tui.format import money, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
+from tui.images import read_image_files
+
+if TYPE_CHECKING:
+    from p2pmarket.client import Client
+
+IMAGES_HINT = "~/photos/front.jpg, back.png"
 
 
 def listing_fields(values: dict[str, str]) -> dict[str, Any]:
@@ -41,6 +47,16 @@ def listing_fields(values: dict[str, str]) -> dict[str, Any]:
         "shipping": [{"region": values["country"].strip().upper() or "worldwide", "price": 0,
                       "days_min": 1, "days_max": 7}],
     }
+
+
+async def upload_images(client: Client, text: str) -> list[ImageRef]:
+    """The form's comma-separated image files, all checked first (a bad one is the `images`
+    field's error and nothing is uploaded), then uploaded to the node in order."""
+    try:
+        files = await read_image_files(text)
+    except ValueError as exc:
+        raise FieldInvalid("images", str(exc)) from None
+    return [await client.upload_image(data, mime) for data, mime in files]
 
 
 class SellScreen(BaseScreen):
@@ -107,7 +123,9 @@ class SellScreen(BaseScreen):
 
     def action_new(self) -> None:
         async def submit(values: dict[str, str]) -> None:
-            await self.client.create_listing(listing_fields(values))
+            fields = listing_fields(values)
+            fields["images"] = await upload_images(self.client, values["images"])
+            await self.client.create_listing(fields)
 
         self._form("New listing", [
             Field("title", "Title"),
@@ -120,6 +138,7 @@ class SellScreen(BaseScreen):
             Field("country", "Country", placeholder="DE", api="location/country"),
             Field("geohash", "Geohash", placeholder="u33db", api="location/geohash"),
             Field("description", "Description"),
+            Field("images", "Images", placeholder=IMAGES_HINT),
         ], submit, "Listing published.")
 
     def action_edit(self) -> None:
@@ -137,14 +156,19 @@ class SellScreen(BaseScreen):
                 quantity = to_int(values["quantity"], "a quantity")
             except ValueError as exc:
                 raise FieldInvalid("quantity", str(exc)) from None
-            await self.client.edit_listing(item.id, {
-                "title": values["title"], "quantity": quantity,
-                "price": {"amount": amount, "currency": currency}})
+            changes: dict[str, Any] = {"title": values["title"], "quantity": quantity,
+                                       "price": {"amount": amount, "currency": currency}}
+            if values["images"].strip():  # empty keeps the listing's images
+                changes["images"] = await upload_images(self.client, values["images"])
+            await self.client.edit_listing(item.id, changes)
 
         self._form(f"Edit {item.title}", [
             Field("title", "Title", item.title),
             Field("price", f"Price {currency}", money(item.price).split()[0]),
             Field("quantity", "Quantity", str(item.quantity)),
+            Field("images", "Images", placeholder=(
+                f"{len(item.images)} kept; files given here replace them" if item.images
+                else IMAGES_HINT)),
         ], submit, "Listing updated.")
 
     def action_delete(self) -> None:
