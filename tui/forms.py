@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select, Static
 
 from p2pmarket.client import ApiError, ClientError
@@ -36,6 +37,7 @@ class Field:
     placeholder: str = ""
     choices: Sequence[str] = ()  # a Select instead of an Input
     api: str = ""  # the API's JSON pointer for this field when it is not `/<name>`
+    suggest: Sequence[str] = ()  # completions offered while typing (→ accepts one)
 
     def owns(self, where: str) -> bool:
         """Whether an API error at `where` (pointer without the slash) belongs here."""
@@ -75,8 +77,10 @@ class FormScreen(ModalScreen[bool]):
                             yield Select([(c, c) for c in f.choices], value=f.value or f.choices[0],
                                          allow_blank=False, compact=True, id=f"f-{f.name}")
                         else:
+                            suggester = (SuggestFromList(f.suggest, case_sensitive=False)
+                                         if f.suggest else None)
                             yield Input(f.value, placeholder=f.placeholder, compact=True,
-                                        id=f"f-{f.name}")
+                                        id=f"f-{f.name}", suggester=suggester)
                     yield Static("", classes="form-error", id=f"err-{f.name}")
             yield Static("", classes="form-error", id="err-form")
             with Horizontal(id="form-buttons"):
@@ -102,12 +106,17 @@ class FormScreen(ModalScreen[bool]):
     def show_errors(self, errors: dict[str, str]) -> None:
         """Each error under the field it belongs to; the others in the form's error line."""
         placed: set[str] = set()
+        first: Static | None = None
         for f in self.fields:
             mine = [msg for where, msg in errors.items() if f.owns(where)]
             placed.update(where for where in errors if f.owns(where))
             box = self.query_one(f"#err-{f.name}", Static)
             box.update("\n".join(mine))
             box.set_class(bool(mine), "shown")
+            if mine and first is None:
+                first = box
+        if first is not None:  # a long form: bring the first error (and its field) into view
+            self.call_after_refresh(first.scroll_visible)
         general = [f"{k}: {v}" if k else v for k, v in errors.items() if k not in placed]
         box = self.query_one("#err-form", Static)
         box.update("\n".join(general))

@@ -38,6 +38,7 @@ from p2pmarket.client_schemas_trade import (
     CaseFileOut,
     CaseStepOut,
     ChatOut,
+    ConversationOut,
     DisputeOut,
     EscrowOut,
     ListingRefOut,
@@ -167,6 +168,7 @@ class FakeClient:
             can=["shipped", "cancelled"],
             log=[StepOut(index=0, hash=HASH, by="buyer", at_ms=CREATED * 1000, action=opened)])]
         self.escrow_on = escrow
+        self.inquiries: list[ConversationOut] = []
         self.escrows = {"order-0001": EscrowOut(
             order_id="order-0001", state="funded", address="bcrt1qescrowaddressfake0000000000",
             amount_sat=400_000, funding_txid="cd" * 32, deadline=None,
@@ -324,6 +326,33 @@ class FakeClient:
                             note: str = "") -> OfferOut:
         self._call("counter_offer", offer_id, amount, quantity, note)
         return self._offer(offer_id, state="countered")
+
+    async def list_conversations(self, **kw: Any) -> Page[ConversationOut]:
+        self._call("list_conversations")
+        out = []
+        for o in self.offers:
+            chat = self.messages.get(o.id, [])
+            out.append(ConversationOut(
+                id=o.id, peer=o.seller if o.role == "buyer" else o.buyer,
+                listing_id=o.listing.id, title=o.title, offer_state=o.state,
+                messages=len(chat), last=chat[-1] if chat else None))
+        return Page(items=out + list(self.inquiries))
+
+    async def start_conversation(self, seller: str, listing_id: str, text: str
+                                 ) -> ConversationOut:
+        self._call("start_conversation", seller, listing_id, text)
+        item = next((i for i in self.market if i.id == listing_id and i.publisher == seller),
+                    None)
+        if item is None:
+            raise ApiError(404, "urn:p2pmarket:problem:not-found", "Not found",
+                           f"no listing {listing_id} of that seller is known")
+        chat = ChatOut(sender=ME, mine=True, text=text, at=time.time(), delivery="queued")
+        conv = ConversationOut(id=f"ask-{len(self.inquiries) + 1:04d}", peer=seller,
+                               listing_id=listing_id, title=item.title, offer_state=None,
+                               messages=1, last=chat, kind="inquiry")
+        self.inquiries.append(conv)
+        self.messages[conv.id] = [chat]
+        return conv
 
     async def list_messages(self, conversation_id: str, **kw: Any) -> Page[ChatOut]:
         self._call("list_messages", conversation_id)

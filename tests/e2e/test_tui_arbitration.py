@@ -200,3 +200,58 @@ async def test_screens_line_names_every_screen_and_switches() -> None:
         await settle(app, pilot)
         assert isinstance(app.screen, ProfileScreen)
         assert app.screen.query_one(NavBar).current == "profile"
+
+
+async def test_category_field_completes_from_the_taxonomy() -> None:
+    app, _ = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await settle(app, pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#f-category", Input).focus()
+        await pilot.press(*"sports/bi")
+        await pilot.pause()
+        await pilot.press("right")  # accepts the suggestion
+        assert form.query_one("#f-category", Input).value == "sports/bikes"
+
+
+async def test_ask_the_seller_before_an_offer() -> None:
+    app, fake = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press(*"pixel", "enter")
+        await settle(app, pilot)
+        await pilot.press("enter")  # the Pixel: no negotiation on it yet
+        await settle(app, pilot)
+        await pilot.press("m")
+        await settle(app, pilot)
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        assert "Ask the seller" in str(form.query_one("#form-title", Static).render())
+        await pilot.press("ctrl+s")  # empty: refused in the form
+        await pilot.pause()
+        assert app.screen is form
+        form.query_one("#f-text", Input).value = "Does it have scratches?"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert ("start_conversation", (fake.market[1].publisher, "listing-0002",
+                                       "Does it have scratches?")) in fake.calls
+        await pilot.press("m")  # the second question goes into the same conversation
+        await settle(app, pilot)
+        app.screen.query_one("#f-text", Input).value = "And the battery?"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert ("send_message", ("ask-0001", "And the battery?")) in fake.calls
+        await pilot.press("escape", "f3")
+        await settle(app, pilot)
+        table = app.screen.query_one("#offers", DataTable)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert ["ask", "Pixel 7a with case", "question"] in [r[:3] for r in rows]
+        table.move_cursor(row=[r[0] for r in rows].index("ask"))
+        await settle(app, pilot)
+        detail = text(app, "#offer-detail")
+        assert "before any offer" in detail and "And the battery?" in detail
+        assert app.screen.check_action("accept", ()) is False
+        assert app.screen.check_action("message", ()) is True

@@ -94,7 +94,7 @@ class DisputesScreen(BaseScreen):
         Binding("u", "rule", "Rule", id="disputes.rule"),
         Binding("a", "advertise", "Advertise", id="disputes.advertise"),
         Binding("w", "withdraw", "Withdraw", id="disputes.withdraw"),
-        Binding("r", "refresh", "Refresh", id="disputes.refresh", show=False),
+        Binding("r", "refresh", "Refresh", id="disputes.refresh"),
     ]
 
     def __init__(self) -> None:

@@ -1,5 +1,6 @@
 """Inbox screen: negotiations (offers and counter-offers with their state) and the chat that goes
-with each; accept, counter, decline, withdraw and message by key."""
+with each, and questions about a listing asked before any offer; accept, counter, decline,
+withdraw and message by key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.client import Event
-from p2pmarket.client_schemas_trade import ChatOut, OfferOut
+from p2pmarket.client_schemas_trade import ChatOut, ConversationOut, OfferOut
 from tui.base import BaseScreen
 from tui.format import ago, money, short, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
@@ -35,6 +36,15 @@ def offer_text(offer: OfferOut, chat: list[ChatOut]) -> str:
     return "\n".join(lines)
 
 
+def inquiry_text(conv: ConversationOut, chat: list[ChatOut]) -> str:
+    lines = [f"[b]{conv.title}[/b] · questions with {short(conv.peer)}, before any offer"]
+    for msg in chat[-7:]:
+        who = "me" if msg.mine else short(msg.sender)
+        mark = f" [{msg.delivery}]" if msg.mine and msg.delivery else ""
+        lines.append(f"  {who}: {msg.text}{mark}")
+    return "\n".join(lines)
+
+
 class InboxScreen(BaseScreen):
     BINDINGS = [
         Binding("a", "accept", "Accept", id="inbox.accept"),
@@ -42,12 +52,13 @@ class InboxScreen(BaseScreen):
         Binding("d", "decline", "Decline", id="inbox.decline"),
         Binding("w", "withdraw", "Withdraw", id="inbox.withdraw"),
         Binding("m", "message", "Message", id="inbox.message"),
-        Binding("r", "refresh", "Refresh", id="inbox.refresh", show=False),
+        Binding("r", "refresh", "Refresh", id="inbox.refresh"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.offers: dict[str, OfferOut] = {}
+        self.inquiries: dict[str, ConversationOut] = {}
         self.selected: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -79,28 +90,42 @@ class InboxScreen(BaseScreen):
         page = await self.call(self.client.list_offers(page_size=200), "Offers")
         if page is None:
             return
-        items = sorted(page.items, key=lambda o: -o.updated)
-        self.offers = {o.id: o for o in items}
+        talks = await self.call(self.client.list_conversations(page_size=200), "Conversations")
+        self.offers = {o.id: o for o in page.items}
+        self.inquiries = {c.id: c for c in (talks.items if talks else [])
+                          if c.kind == "inquiry"}
+        rows: list[tuple[float, str, tuple[str, ...]]] = []
+        for o in page.items:
+            last = money(o.proposals[-1].price) if o.proposals else "—"
+            rows.append((o.updated, o.id, (o.role, o.title, o.state, last, ago(o.updated))))
+        for c in self.inquiries.values():
+            at = c.last.at if c.last else 0.0
+            rows.append((at, c.id, ("ask", c.title, "question", "—", ago(at) if at else "—")))
+        rows.sort(key=lambda row: -row[0])
         table = self.query_one("#offers", DataTable)
         table.clear()
-        for o in items:
-            last = money(o.proposals[-1].price) if o.proposals else "—"
-            table.add_row(o.role, o.title, o.state, last, ago(o.updated), key=o.id)
-        if self.selected in self.offers:
+        for _, key, cells in rows:
+            table.add_row(*cells, key=key)
+        if self.selected in self.offers or self.selected in self.inquiries:
             table.move_cursor(row=table.get_row_index(self.selected))
         else:
-            self.selected = items[0].id if items else None
+            self.selected = rows[0][1] if rows else None
         await self.show_detail()
 
     async def show_detail(self) -> None:
         detail = self.query_one("#offer-detail", Static)
         offer = self.current
+        inquiry = self.inquiries.get(self.selected or "")
         self.refresh_bindings()
-        if offer is None:
-            detail.update("No negotiations yet: open a listing in the Market and make an offer.")
+        if offer is None and inquiry is None:
+            detail.update("No negotiations yet: open a listing in the Market and make an offer "
+                          "(o) or ask the seller (m).")
             return
-        page = await self.call(self.client.list_messages(offer.id), "Messages")
-        detail.update(offer_text(offer, page.items if page else []))
+        conversation = offer.id if offer else inquiry.id if inquiry else ""
+        page = await self.call(self.client.list_messages(conversation), "Messages")
+        chat = page.items if page else []
+        detail.update(offer_text(offer, chat) if offer else
+                      inquiry_text(inquiry, chat) if inquiry else "")
 
     @on(DataTable.RowHighlighted, "#offers")
     async def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -111,6 +136,8 @@ class InboxScreen(BaseScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         offer = self.current
+        if action == "message" and self.selected in self.inquiries:
+            return True
         if action in ("accept", "counter", "decline", "withdraw", "message") and offer is None:
             return False
         if offer is None or offer.state not in LIVE:
@@ -194,15 +221,18 @@ class InboxScreen(BaseScreen):
 
     def action_message(self) -> None:
         offer = self.current
-        if offer is None:
+        inquiry = self.inquiries.get(self.selected or "")
+        if offer is None and inquiry is None:
             return
+        conversation, title = (offer.id, offer.title) if offer else (
+            inquiry.id, inquiry.title) if inquiry else ("", "")
 
         async def submit(v: dict[str, str]) -> None:
             if not v["text"].strip():
                 raise FieldInvalid("text", "write something first")
-            await self.client.send_message(offer.id, v["text"])
+            await self.client.send_message(conversation, v["text"])
 
-        self._form(f"Message about {offer.title}", [Field("text", "Message")], submit,
+        self._form(f"Message about {title}", [Field("text", "Message")], submit,
                    "Message queued.")
 
     def live(self, event: Event) -> None:

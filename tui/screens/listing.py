@@ -57,7 +57,7 @@ class ListingScreen(BaseScreen):
         Binding("m", "message", "Message", id="listing.message"),
         Binding("left_square_bracket", "step_image(-1)", "Prev image", id="listing.prev_image"),
         Binding("right_square_bracket", "step_image(1)", "Next image", id="listing.next_image"),
-        Binding("r", "refresh", "Refresh", id="listing.refresh", show=False),
+        Binding("r", "refresh", "Refresh", id="listing.refresh"),
     ]
 
     def __init__(self, listing: ListingOut) -> None:
@@ -153,22 +153,37 @@ class ListingScreen(BaseScreen):
 
     @work(exclusive=True, group="message")
     async def send_message(self) -> None:
-        offers = await self.call(self.client.list_offers(), "Offers")
-        if offers is None:
+        """In the negotiation on this listing if there is one, else in the questions asked
+        before any offer (a new conversation with the seller the first time)."""
+        item = self.listing
+        if item.mine:
+            self.notify("This is your own listing.", severity="warning")
             return
-        mine: list[OfferOut] = [o for o in offers.items if o.listing.id == self.listing.id
-                                and self.listing.publisher in (o.seller, o.buyer)]
-        if not mine:
-            self.notify("Messages go with a negotiation: make an offer first (o).",
-                        title="Message", severity="warning")
+        offers = await self.call(self.client.list_offers(page_size=200), "Offers")
+        talks = await self.call(self.client.list_conversations(page_size=200), "Conversations")
+        if offers is None or talks is None:
             return
-        offer = max(mine, key=lambda o: o.updated)
+        mine: list[OfferOut] = [o for o in offers.items if o.listing.id == item.id
+                                and item.publisher in (o.seller, o.buyer)]
+        asked = [c for c in talks.items if c.kind == "inquiry" and c.listing_id == item.id
+                 and c.peer == item.publisher]
+        if mine:
+            offer = max(mine, key=lambda o: o.updated)
+            conversation: str | None = offer.id
+            title, note = f"Message about {offer.title}", "Goes with your negotiation."
+        else:
+            conversation = asked[0].id if asked else None
+            title = f"Ask the seller about {item.title}"
+            note = "Before any offer; the seller answers in your Inbox (F3)."
 
         async def submit(values: dict[str, str]) -> None:
             if not values["text"].strip():
                 raise FieldInvalid("text", "write something first")
-            await self.client.send_message(offer.id, values["text"])
+            if conversation is None:
+                await self.client.start_conversation(item.publisher, item.id, values["text"])
+            else:
+                await self.client.send_message(conversation, values["text"])
 
-        self.app.push_screen(FormScreen(f"Message about {offer.title}",
-                                        [Field("text", "Message")], submit, submit_label="Send"),
+        self.app.push_screen(FormScreen(title, [Field("text", "Message")], submit,
+                                        note=note, submit_label="Send"),
                              lambda sent: self.notify("Message queued.") if sent else None)

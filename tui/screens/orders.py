@@ -78,7 +78,7 @@ class OrdersScreen(BaseScreen):
         Binding("e", "evidence", "Evidence", id="orders.evidence"),
         Binding("g", "accept_ruling", "Accept ruling", id="orders.accept_ruling"),
         Binding("v", "review", "Review", id="orders.review"),
-        Binding("r", "refresh", "Refresh", id="orders.refresh", show=False),
+        Binding("r", "refresh", "Refresh", id="orders.refresh"),
     ]
 
     def __init__(self) -> None:

@@ -51,7 +51,7 @@ def profile_fields(values: dict[str, str], current: ProfileOut) -> dict[str, obj
 class ProfileScreen(BaseScreen):
     BINDINGS = [
         Binding("e", "edit", "Edit profile", id="profile.edit"),
-        Binding("r", "refresh", "Refresh", id="profile.refresh", show=False),
+        Binding("r", "refresh", "Refresh", id="profile.refresh"),
     ]
 
     def __init__(self) -> None:

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.bodies import Condition, Currency
 from p2pmarket.client_schemas import ImageRef, ListingOut
+from p2pmarket.taxonomy import all_paths
 from tui.base import BaseScreen
 from tui.format import money, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
@@ -64,7 +65,7 @@ class SellScreen(BaseScreen):
         Binding("n", "new", "New", id="sell.new"),
         Binding("e", "edit", "Edit", id="sell.edit"),
         Binding("delete", "delete", "Delete", id="sell.delete"),
-        Binding("r", "refresh", "Refresh", id="sell.refresh", show=False),
+        Binding("r", "refresh", "Refresh", id="sell.refresh"),
     ]
 
     def __init__(self) -> None:
@@ -132,7 +133,8 @@ class SellScreen(BaseScreen):
             Field("price", "Price", placeholder="12.50"),
             Field("currency", "Currency", "EUR", choices=get_args(Currency),
                   api="price/currency"),
-            Field("category", "Category", placeholder="electronics/phones"),
+            Field("category", "Category", placeholder="type: electronics/phones, home, …",
+                  suggest=all_paths()),
             Field("condition", "Condition", "good", choices=get_args(Condition)),
             Field("quantity", "Quantity", "1"),
             Field("country", "Country", placeholder="DE", api="location/country"),
