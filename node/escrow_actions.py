@@ -41,6 +41,7 @@ from node.escrow_book import Escrow, EscrowNotice, Flag, policy_of
 from node.escrow_core import EscrowCore
 from node.market.orders import OrderState, TradeError
 from p2pmarket.escrow_messages import MAX_CASE_STEPS, EscrowCase
+from p2pmarket.market_messages import listing_ref
 from p2pmarket.messages import MessageError
 
 log = logging.getLogger(__name__)
@@ -262,9 +263,12 @@ class EscrowActions(EscrowCore):
         except TradeError as exc:
             log.warning("escrow %s: no order log to send: %s", esc.order_id, exc)
             return
-        listing = (trade.own_listing(order.terms.listing.id) if esc.role is S and
-                   trade.own_listing is not None else
-                   trade.store.listing(order.seller, order.terms.listing.id))
+        # the version the order was made on; else the newest copy this node has
+        listing = trade.store.offered_listing(order.terms.negotiation)
+        if listing is None or listing_ref(listing) != order.terms.listing:
+            listing = (trade.own_listing(order.terms.listing.id) if esc.role is S and
+                       trade.own_listing is not None else
+                       trade.store.listing(order.seller, order.terms.listing.id))
         case = EscrowCase(order=esc.order_id, order_log=tuple(order.log.raws()[-MAX_CASE_STEPS:]),
                           listing=listing.raw if listing is not None else b"")
         try:

@@ -166,11 +166,13 @@ class TradeEngine:
             self._send(buyer, Decline(negotiation=offer.negotiation,
                                       reason=f"no listing {offer.listing.id} here"))
             return
+        offered_on = None  # the version the offer names: an arbiter may need it later
         if listing_ref(current) == offer.listing:
             self._remote_terms(current.body, offer.quantity, offer.price)
+            offered_on = current.raw
         neg = Negotiation(offer, seller=self.identity.public, buyer=buyer, our_role=S)
         with self.store.db.transaction():
-            self.store.add_negotiation(neg, None, self.clock())
+            self.store.add_negotiation(neg, offered_on, self.clock())
             self.store.add_event(neg, offer, "received", self.clock())
         self._negotiations[neg.id] = neg
         self._emit_negotiation(neg, offer, B)

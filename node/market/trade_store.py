@@ -300,18 +300,19 @@ class TradeStore:
                                 (negotiation_id,))
         return float(row[0]) if row else 0.0
 
+    def offered_listing(self, negotiation_id: str) -> Record[Listing] | None:
+        """The listing copy a negotiation started on (the buyer's, or the seller's own version
+        the offer named)."""
+        row = self.db.query_one("SELECT listing_raw FROM negotiations WHERE id=? AND "
+                                "listing_raw IS NOT NULL", (negotiation_id,))
+        return _listing(row[0]) if row else None
+
     def listing(self, seller: bytes, listing_id: str) -> Record[Listing] | None:
         """The newest listing copy we offered on."""
         row = self.db.query_one(
             "SELECT listing_raw FROM negotiations WHERE seller=? AND listing_id=? AND "
             "listing_raw IS NOT NULL ORDER BY created DESC", (seller, listing_id))
-        if row is None:
-            return None
-        try:
-            record = decode_record(row[0], allow_expired=True)
-        except RecordError:
-            return None
-        return record if isinstance(record.body, Listing) else None  # type: ignore[return-value]
+        return _listing(row[0]) if row else None
 
     # chat
 
@@ -390,3 +391,11 @@ class TradeStore:
     def hook_done(self, order_id: str, hook: str) -> None:
         column = "sold" if hook == "sold" else "unsold"
         self.db.execute(f"UPDATE orders SET {column}=2 WHERE id=?", (order_id,))
+
+
+def _listing(raw: bytes) -> Record[Listing] | None:
+    try:
+        record = decode_record(raw, allow_expired=True)
+    except RecordError:
+        return None
+    return record if isinstance(record.body, Listing) else None  # type: ignore[return-value]
