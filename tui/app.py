@@ -11,6 +11,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.notifications import SeverityLevel
 
 from p2pmarket.client import ClientError, Event
 from tui.format import describe_error, short
@@ -64,6 +65,12 @@ class MarketApp(App[None]):
         self.client = client
         self.live = live
         self.status: NodeStatus | None = None
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every notification is plain text (screens' calls arrive here too): many carry a
+        peer's words (chats, reasons, titles), which must not be read as markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
         self.load_status()

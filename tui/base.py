@@ -27,7 +27,8 @@ async def guarded(owner: Any, call: Awaitable[T], what: str = "") -> T | None:
         return await call
     except ClientError as exc:
         log.info("%s failed: %s", what or "API call", exc)
-        owner.notify(describe_error(exc), title=what or "Error", severity="error", timeout=8)
+        owner.notify(describe_error(exc), title=what or "Error", severity="error", timeout=8,
+                     markup=False)
         return None
 
 

@@ -7,9 +7,23 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from rich.text import Text
+from textual.markup import escape
+
 from p2pmarket.client import ApiError, ClientError, NodeUnreachable
 
 DECIMALS = {"BTC": 8, "JPY": 0}
+
+
+def esc(value: object) -> str:
+    """Text from a peer (titles, notes, chats, profiles...) made safe inside markup: a seller
+    must not style our screen, let alone put `[@click=...]` actions in it."""
+    return escape(str(value))
+
+
+def plain(*values: object) -> list[Text]:
+    """Table cells shown as they are (DataTable reads a str cell as markup)."""
+    return [Text(str(v)) for v in values]
 
 
 def money(price: Any) -> str:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -54,7 +55,7 @@ class FormScreen(ModalScreen[bool]):
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="form.cancel"),
-        Binding("ctrl+s", "submit", "Submit", id="form.submit", priority=True),
+        Binding("ctrl+s", "submit", "Submit", id="form.submit"),
     ]
 
     def __init__(self, title: str, fields: Sequence[Field], submit: Submit, *,
@@ -66,9 +67,9 @@ class FormScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.form_title, id="form-title")
+            yield Label(Text(self.form_title), id="form-title")  # titles name peers' things
             if self.note:
-                yield Static(self.note, id="form-note")
+                yield Static(Text(self.note), id="form-note")
             with VerticalScroll(id="form-fields"):
                 for f in self.fields:
                     with Horizontal(classes="form-row"):
@@ -111,7 +112,7 @@ class FormScreen(ModalScreen[bool]):
             mine = [msg for where, msg in errors.items() if f.owns(where)]
             placed.update(where for where in errors if f.owns(where))
             box = self.query_one(f"#err-{f.name}", Static)
-            box.update("\n".join(mine))
+            box.update(Text("\n".join(mine)))
             box.set_class(bool(mine), "shown")
             if mine and first is None:
                 first = box
@@ -119,7 +120,7 @@ class FormScreen(ModalScreen[bool]):
             self.call_after_refresh(first.scroll_visible)
         general = [f"{k}: {v}" if k else v for k, v in errors.items() if k not in placed]
         box = self.query_one("#err-form", Static)
-        box.update("\n".join(general))
+        box.update(Text("\n".join(general)))
         box.set_class(bool(general), "shown")
 
     async def action_submit(self) -> None:
@@ -135,7 +136,8 @@ class FormScreen(ModalScreen[bool]):
             errors = field_errors(exc)
             self.show_errors(errors or {"": describe_error(exc)})
             if not errors:
-                self.notify(describe_error(exc), title=self.form_title, severity="error")
+                self.notify(describe_error(exc), title=self.form_title, severity="error",
+                            markup=False)
         except ClientError as exc:
             self.show_errors({"": describe_error(exc)})
         else:

@@ -247,7 +247,7 @@ async def test_ask_the_seller_before_an_offer() -> None:
         await pilot.press("escape", "f3")
         await settle(app, pilot)
         table = app.screen.query_one("#offers", DataTable)
-        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
         assert ["ask", "Pixel 7a with case", "question"] in [r[:3] for r in rows]
         table.move_cursor(row=[r[0] for r in rows].index("ask"))
         await settle(app, pilot)

@@ -67,7 +67,8 @@ async def test_arbiter_rules_in_the_tui(tmp_path: Path) -> None:
                     app, "#dispute-summary"))
                 summary = text(app, "#dispute-summary")
                 assert "it never arrived" in summary and "order log sent" in summary
-                assert app.screen.query_one("#disputes", DataTable).get_row_at(0)[0] == order_id
+                table = app.screen.query_one("#disputes", DataTable)
+                assert str(table.get_row_at(0)[0]) == order_id
 
                 await pilot.press("u")
                 await shows(pilot, lambda: isinstance(app.screen, FormScreen))

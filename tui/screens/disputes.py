@@ -18,7 +18,7 @@ from p2pmarket.client import ApiError, ClientError, Event
 from p2pmarket.client_schemas import ArbiterOut
 from p2pmarket.client_schemas_trade import ArbiterFields, CaseFileOut, DisputeOut
 from tui.base import BaseScreen
-from tui.format import describe_error, short, to_int
+from tui.format import describe_error, esc, plain, short, to_int
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
 
 NO_ESCROW = 501
@@ -35,7 +35,8 @@ def advert_text(advert: ArbiterOut | None) -> str:
                 "sellers can then name you in their listings.")
     fee = f"{advert.fee_percent_bp / 100:g}%" + (f" + {advert.fee_fixed_sat} sat"
                                                   if advert.fee_fixed_sat else "")
-    return f"Arbitrating as [b]{advert.name}[/b] · fee {fee} · advert until {when(advert.expires)}"
+    return (f"Arbitrating as [b]{esc(advert.name)}[/b] · fee {fee} · advert until "
+            f"{when(advert.expires)}")
 
 
 def case_table(cases: list[CaseFileOut]) -> Table:
@@ -74,18 +75,19 @@ def case_summary(d: DisputeOut) -> str:
     if d.ruling is not None:
         r = d.ruling
         lines.append(f"[b]Ruled[/b]: buyer {r.buyer_sat} sat, seller {r.seller_sat} sat, "
-                     f"fee {r.fee_sat} sat" + (f" · “{r.note}”" if r.note else ""))
+                     f"fee {r.fee_sat} sat" + (f" · “{esc(r.note)}”" if r.note else ""))
     elif d.can_rule:
         lines.append("[b]Ready for your ruling[/b] (u)")
     else:
         lines.append(f"Waiting for both parties (ruling due {when(d.ruling_due)})")
     listing = next((c for c in d.cases if c.listing_title), None)
     if listing is not None:
-        lines.append(f"Listing: {listing.listing_title} — {listing.listing_description[:160]}")
+        lines.append(f"Listing: {esc(listing.listing_title)} — "
+                     f"{esc(listing.listing_description[:160])}")
     lines.append("")
     for s in d.statements:
         files = f" [dim]({len(s.attachments)} image(s))[/dim]" if s.attachments else ""
-        lines.append(f"[b]{s.by}[/b] {s.kind.replace('_', ' ')}: {s.text}{files}")
+        lines.append(f"[b]{s.by}[/b] {esc(s.kind.replace('_', ' '))}: {esc(s.text)}{files}")
     return "\n".join(lines)
 
 
@@ -169,8 +171,8 @@ class DisputesScreen(BaseScreen):
         table.clear()
         for d in self.disputes.values():
             heard = "both" if {"buyer", "seller"} <= set(d.heard) else ", ".join(d.heard) or "—"
-            table.add_row(d.order_id, d.state, str(d.amount_sat), d.opened_by or "?", heard,
-                          when(d.ruling_due), key=d.order_id)
+            table.add_row(*plain(d.order_id, d.state, d.amount_sat, d.opened_by or "?", heard,
+                                 when(d.ruling_due)), key=d.order_id)
         if self.selected in self.disputes:
             table.move_cursor(row=table.get_row_index(self.selected))
         else:

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from p2pmarket.client import Event
 from p2pmarket.client_schemas_trade import ChatOut, ConversationOut, OfferOut
 from tui.base import BaseScreen
-from tui.format import ago, money, short, to_int, to_minor
+from tui.format import ago, esc, money, plain, short, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
 
 LIVE = ("open", "countered")
@@ -20,28 +20,28 @@ LIVE = ("open", "countered")
 
 def offer_text(offer: OfferOut, chat: list[ChatOut]) -> str:
     other = offer.seller if offer.role == "buyer" else offer.buyer
-    lines = [f"[b]{offer.title}[/b] · I am the {offer.role}, with {short(other)} · "
+    lines = [f"[b]{esc(offer.title)}[/b] · I am the {offer.role}, with {short(other)} · "
              f"[b]{offer.state}[/b]" + (" · listing changed since" if offer.stale else "")]
     if offer.order_id:
         lines.append(f"Order {offer.order_id} (see Orders, F2)")
     if offer.reason:
-        lines.append(f"Reason: {offer.reason}")
+        lines.append(f"Reason: {esc(offer.reason)}")
     for p in offer.proposals[-4:]:
-        note = f" “{p.note}”" if p.note else ""
+        note = f" “{esc(p.note)}”" if p.note else ""
         lines.append(f"  {p.by:<6} {p.quantity} × for {money(p.price)}{note}")
     for msg in chat[-5:]:
         who = "me" if msg.mine else short(msg.sender)
-        mark = f" [{msg.delivery}]" if msg.mine and msg.delivery else ""
-        lines.append(f"  {who}: {msg.text}{mark}")
+        mark = f" [dim]· {msg.delivery}[/dim]" if msg.mine and msg.delivery else ""
+        lines.append(f"  {who}: {esc(msg.text)}{mark}")
     return "\n".join(lines)
 
 
 def inquiry_text(conv: ConversationOut, chat: list[ChatOut]) -> str:
-    lines = [f"[b]{conv.title}[/b] · questions with {short(conv.peer)}, before any offer"]
+    lines = [f"[b]{esc(conv.title)}[/b] · questions with {short(conv.peer)}, before any offer"]
     for msg in chat[-7:]:
         who = "me" if msg.mine else short(msg.sender)
-        mark = f" [{msg.delivery}]" if msg.mine and msg.delivery else ""
-        lines.append(f"  {who}: {msg.text}{mark}")
+        mark = f" [dim]· {msg.delivery}[/dim]" if msg.mine and msg.delivery else ""
+        lines.append(f"  {who}: {esc(msg.text)}{mark}")
     return "\n".join(lines)
 
 
@@ -105,7 +105,7 @@ class InboxScreen(BaseScreen):
         table = self.query_one("#offers", DataTable)
         table.clear()
         for _, key, cells in rows:
-            table.add_row(*cells, key=key)
+            table.add_row(*plain(*cells), key=key)
         if self.selected in self.offers or self.selected in self.inquiries:
             table.move_cursor(row=table.get_row_index(self.selected))
         else:

@@ -15,38 +15,38 @@ from textual.widgets import Footer, Header, Static
 from p2pmarket.client_schemas import ListingOut, ProfileOut, ReviewOut
 from p2pmarket.client_schemas_trade import OfferOut
 from tui.base import BaseScreen
-from tui.format import money, short, to_int, to_minor
+from tui.format import esc, money, short, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen
 from tui.images import ImagePreview
 
 
 def listing_text(item: ListingOut) -> str:
-    ships = ", ".join(f"{o.region}" for o in item.shipping) or "pickup only"
+    ships = esc(", ".join(o.region for o in item.shipping) or "pickup only")
     when = datetime.fromtimestamp(item.created, UTC).strftime("%Y-%m-%d")
     lines = [
-        f"[b]{item.title}[/b]",
+        f"[b]{esc(item.title)}[/b]",
         f"[b]{money(item.price)}[/b] · {item.condition} · {item.quantity} available",
         f"{item.category} · {item.location.country} ({item.location.geohash}) · listed {when}",
         f"Ships to: {ships}",
         "",
-        item.description or "[dim](no description)[/dim]",
+        esc(item.description) if item.description else "[dim](no description)[/dim]",
     ]
     if item.tags:
-        lines += ["", "Tags: " + ", ".join(item.tags)]
+        lines += ["", "Tags: " + esc(", ".join(item.tags))]
     return "\n".join(lines)
 
 
 def seller_text(peer: str, profile: ProfileOut | None, reviews: list[ReviewOut]) -> str:
     if profile is None:
         return f"Seller {short(peer)}: loading…"
-    name = profile.name or "(no profile)"
+    name = esc(profile.name or "(no profile)")
     rating = (f"★ {profile.rating:.1f} from {profile.reviews} review(s)"
               if profile.rating is not None else "no reviews yet")
     lines = [f"[b]Seller[/b] {name} · {short(peer)} · {rating}"]
     if profile.bio:
-        lines.append(profile.bio)
+        lines.append(esc(profile.bio))
     for review in reviews[:3]:
-        lines.append(f"  {'★' * review.rating}{'☆' * (5 - review.rating)} {review.text}")
+        lines.append(f"  {'★' * review.rating}{'☆' * (5 - review.rating)} {esc(review.text)}")
     return "\n".join(lines)
 
 

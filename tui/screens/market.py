@@ -7,6 +7,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, cast, get_args
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,7 +21,7 @@ from p2pmarket.client import ClientError, Event
 from p2pmarket.client_schemas import SearchHit, SortOrder
 from tui.base import BaseScreen
 from tui.category_tree import CategoryPicker, category_label
-from tui.format import money, short, to_minor
+from tui.format import money, plain, short, to_minor
 from tui.forms import FieldInvalid
 
 if TYPE_CHECKING:
@@ -204,14 +205,14 @@ class MarketScreen(BaseScreen):
             self.query_one(f"#{exc.field}", Input).add_class("-invalid")
             if mode != "cache":  # live refills stay quiet; the user saw it once
                 self.notify(str(exc), title=TITLES[exc.field], severity="error")
-                status.update(f"{TITLES[exc.field]}: {exc}")
+                status.update(Text(f"{TITLES[exc.field]}: {exc}"))
                 status.add_class("-error")
             return
         status.remove_class("-error")
         q = self.query_one("#q", Input).value.strip()
         self.searched = True
         if mode != "cache":
-            status.update(f"Searching for {q!r}…" if q else "Searching…")
+            status.update(Text(f"Searching for {q!r}…" if q else "Searching…"))
         page = await self.call(self.client.search(q, mode=cast(Any, mode), **kw), "Search")
         if page is None:
             status.update("Search failed; see the notification.")
@@ -231,8 +232,8 @@ class MarketScreen(BaseScreen):
             key = f"{item.publisher}/{item.id}"
             self.hits[key] = hit
             dist = distance(hit.distance_km)
-            table.add_row(item.title, money(item.price), item.condition,
-                          short(item.publisher), dist, key=key)
+            table.add_row(*plain(item.title, money(item.price), item.condition,
+                                 short(item.publisher), dist), key=key)
         if current in self.hits:
             table.move_cursor(row=table.get_row_index(current))
         shown = f"{len(hits)} of {total}" if total > len(hits) else f"{len(hits)}"

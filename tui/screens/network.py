@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from p2pmarket.client_schemas import NodeStatus
 from p2pmarket.client_schemas_trade import WalletOut
 from tui.base import BaseScreen
-from tui.format import ago, short
+from tui.format import ago, esc, short
 
 REFRESH_SECONDS = 5.0
 
@@ -45,8 +45,8 @@ def status_text(st: NodeStatus, wallet: WalletOut | None) -> str:
     chain = st.chain
     if chain is not None:
         tip = (f"tip {chain.tip_height}" if chain.tip_height is not None
-               else f"[b]backend down[/b]: {chain.error}")
-        lines.append(f"Chain {chain.network} · {chain.backend} · {tip}")
+               else f"[b]backend down[/b]: {esc(chain.error)}")
+        lines.append(f"Chain {esc(chain.network)} · {esc(chain.backend)} · {tip}")
     if wallet is not None:
         lines.append(f"Escrow on · wallet: {wallet.confirmed_sat} sat confirmed, "
                      f"{wallet.pending_sat} pending")

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from p2pmarket.client import Event
 from p2pmarket.client_schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
 from tui.base import BaseScreen
-from tui.format import money, short, to_int
+from tui.format import esc, money, plain, short, to_int
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
 
 # action name -> the order step kind the API lists in `OrderOut.can`
@@ -33,7 +33,7 @@ def step_text(step: StepOut) -> str:
     for name in ("carrier", "tracking", "reference", "note", "reason"):
         value = getattr(action, name, "")
         if value:
-            extra += f" {name}={value}"
+            extra += f" {name}={esc(value)}"
     kind = type(action).__struct_config__.tag
     return f"{step.index:>2} {at} {step.by:<6} {kind}{extra}"
 
@@ -41,14 +41,14 @@ def step_text(step: StepOut) -> str:
 def order_text(order: OrderOut, escrow: EscrowOut | None, wallet: WalletOut | None = None
                ) -> str:
     other = order.seller if order.role == "buyer" else order.buyer
-    lines = [f"[b]{order.title}[/b] · {order.quantity} × · {money(order.price)} · "
+    lines = [f"[b]{esc(order.title)}[/b] · {order.quantity} × · {money(order.price)} · "
              f"I am the {order.role}, with {short(other)}",
              f"State: [b]{order.state}[/b] · next: {', '.join(order.can) or 'nothing to do'}"]
     if order.shipment:
-        lines.append(f"Shipped with {order.shipment.carrier}, tracking "
-                     f"{order.shipment.tracking}")
+        lines.append(f"Shipped with {esc(order.shipment.carrier)}, tracking "
+                     f"{esc(order.shipment.tracking)}")
     if order.address:
-        lines.append(f"Address: {order.address}")
+        lines.append(f"Address: {esc(order.address)}")
     if escrow is not None:
         amount = f"{escrow.amount_sat} sat" if escrow.amount_sat is not None else "?"
         lines.append(f"Escrow: {escrow.state} · {amount} · next: "
@@ -122,7 +122,8 @@ class OrdersScreen(BaseScreen):
         table.clear()
         for o in page.items:
             other = o.seller if o.role == "buyer" else o.buyer
-            table.add_row(o.role, o.title, o.state, money(o.price), short(other), key=o.id)
+            table.add_row(*plain(o.role, o.title, o.state, money(o.price), short(other)),
+                          key=o.id)
         if self.selected in self.orders:
             table.move_cursor(row=table.get_row_index(self.selected))
         elif page.items:

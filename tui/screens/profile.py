@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from p2pmarket.client import Event
 from p2pmarket.client_schemas import ProfileOut
 from tui.base import BaseScreen
+from tui.format import esc, plain
 from tui.forms import Field, FormScreen
 
 
@@ -24,14 +25,14 @@ def profile_text(p: ProfileOut) -> str:
     if not p.found:
         head = "[b](no profile yet)[/b] · buyers see only your peer id: press e to publish one"
     else:
-        head = f"[b]{p.name}[/b]"
+        head = f"[b]{esc(p.name)}[/b]"
     where = (f"{p.location.country} ({p.location.geohash})" if p.location else
              "no location (searches near you need one)")
     rating = (f"★ {p.rating:.1f} from {p.reviews} review(s)" if p.rating is not None
               else "no reviews yet")
     lines = [head, f"{p.peer}", f"{where} · {rating}"]
     if p.bio:
-        lines += ["", p.bio]
+        lines += ["", esc(p.bio)]
     return "\n".join(lines)
 
 
@@ -95,7 +96,8 @@ class ProfileScreen(BaseScreen):
         table.clear()
         for n, r in enumerate(page.items):
             day = datetime.fromtimestamp(r.created, UTC).strftime("%Y-%m-%d")
-            table.add_row(stars(r.rating), r.text or "(no text)", day, key=f"{r.order_id}-{n}")
+            table.add_row(*plain(stars(r.rating), r.text or "(no text)", day),
+                          key=f"{r.order_id}-{n}")
         status.update(f"{len(page.items)} review(s); only buyers of an order can review."
                       if page.items else
                       "No reviews yet: buyers review you after they received an order.")

@@ -15,7 +15,7 @@ from p2pmarket.bodies import Condition, Currency
 from p2pmarket.client_schemas import ImageRef, ListingOut
 from p2pmarket.taxonomy import all_paths
 from tui.base import BaseScreen
-from tui.format import money, to_int, to_minor
+from tui.format import money, plain, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
 from tui.images import read_image_files
 
@@ -101,8 +101,8 @@ class SellScreen(BaseScreen):
         table = self.query_one("#my-listings", DataTable)
         table.clear()
         for item in page.items:
-            table.add_row(item.title, money(item.price), str(item.quantity), item.category,
-                          item.condition, key=item.id)
+            table.add_row(*plain(item.title, money(item.price), item.quantity, item.category,
+                                 item.condition), key=item.id)
         self.query_one("#sell-status", Static).update(
             f"{len(page.items)} listing(s) · n: new · e: edit · del: delete" if page.items
             else "You sell nothing yet: press n to create a listing.")
