@@ -404,7 +404,11 @@ class FakeClient:
 
     async def get_escrow(self, order_id: str) -> EscrowOut:
         self._call("get_escrow", order_id)
-        return self.escrows.get(order_id) or EscrowOut(order_id=order_id, state="none", can=[])
+        escrow = self.escrows.get(order_id)
+        if escrow is None:  # like the node: no escrow was proposed for this order
+            raise ApiError(404, "urn:p2pmarket:problem:not-found", "Not found",
+                           f"no escrow for order {order_id}")
+        return escrow
 
     def _escrow(self, order_id: str, **changes: Any) -> EscrowOut:
         escrow = self.escrows.get(order_id)
@@ -415,6 +419,9 @@ class FakeClient:
 
     async def fund_escrow(self, order_id: str, **kw: Any) -> EscrowOut:
         self._call("fund_escrow", order_id)
+        if order_id not in self.escrows:  # the buyer proposes it; its node pays once agreed
+            self.escrows[order_id] = EscrowOut(order_id=order_id, state="proposed", can=[])
+            return self.escrows[order_id]
         return self._escrow(order_id, state="funded", can=["release", "dispute"])
 
     async def release_escrow(self, order_id: str) -> EscrowOut:

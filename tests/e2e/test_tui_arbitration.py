@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 
+import msgspec
 from rich.console import Console
 from textual.widgets import DataTable, Input, Static
 
+from p2pmarket.bodies import Price
 from tui.app import MarketApp, make_app
 from tui.forms import FormScreen
 from tui.nav import NavBar
@@ -255,3 +257,27 @@ async def test_ask_the_seller_before_an_offer() -> None:
         assert "before any offer" in detail and "And the battery?" in detail
         assert app.screen.check_action("accept", ()) is False
         assert app.screen.check_action("message", ()) is True
+
+
+async def test_the_buyer_starts_the_escrow_of_a_btc_order() -> None:
+    fake = FakeClient()
+    first = fake.orders[0]
+    fake.orders.insert(0, msgspec.structs.replace(
+        first, id="order-0003", role="buyer", state="created", can=["address", "cancelled"],
+        price=Price(450_000, "BTC"), title="Road bike, steel", log=[]))
+    app, _ = fake_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        await settle(app, pilot)
+        detail = text(app, "#order-detail")
+        assert "Escrow: not started · f proposes it" in detail
+        assert not app._notifications  # no escrow yet is not an error
+        assert app.screen.check_action("fund", ()) is True
+        await pilot.press("f")
+        await settle(app, pilot)
+        assert ("fund_escrow", ("order-0003",)) in fake.calls
+        assert "Escrow: proposed" in text(app, "#order-detail")
+        assert app.screen.check_action("fund", ()) is False
+        await pilot.press("down")  # the seller's order: funded, no fund key
+        await settle(app, pilot)
+        assert app.screen.check_action("fund", ()) is False

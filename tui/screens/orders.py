@@ -11,10 +11,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
-from p2pmarket.client import Event
+from p2pmarket.client import ApiError, ClientError, Event
 from p2pmarket.client_schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
 from tui.base import BaseScreen
-from tui.format import esc, money, plain, short, to_int
+from tui.format import describe_error, esc, money, plain, short, to_int
 from tui.forms import Field, FieldInvalid, FormScreen, Submit
 
 # action name -> the order step kind the API lists in `OrderOut.can`
@@ -24,6 +24,8 @@ STEP_OF = {"ship": "shipped", "confirm": "received", "cancel": "cancelled", "pai
 ESCROW_OF = {"fund": "fund", "release": "release", "refund": "refund", "dispute": "dispute",
              "evidence": "evidence", "accept_ruling": "accept-ruling"}
 REVIEWABLE = ("received", "completed")
+CLOSED = ("cancelled", "completed")
+NOT_FOUND = 404
 
 
 def step_text(step: StepOut) -> str:
@@ -38,8 +40,8 @@ def step_text(step: StepOut) -> str:
     return f"{step.index:>2} {at} {step.by:<6} {kind}{extra}"
 
 
-def order_text(order: OrderOut, escrow: EscrowOut | None, wallet: WalletOut | None = None
-               ) -> str:
+def order_text(order: OrderOut, escrow: EscrowOut | None, wallet: WalletOut | None = None,
+               *, can_start: bool = False) -> str:
     other = order.seller if order.role == "buyer" else order.buyer
     lines = [f"[b]{esc(order.title)}[/b] · {order.quantity} × · {money(order.price)} · "
              f"I am the {order.role}, with {short(other)}",
@@ -55,6 +57,11 @@ def order_text(order: OrderOut, escrow: EscrowOut | None, wallet: WalletOut | No
                      f"{', '.join(escrow.can) or 'nothing'}")
         if escrow.address and escrow.state in ("proposed", "agreed"):
             lines.append(f"Escrow address: {escrow.address}")
+    elif can_start:
+        lines.append("Escrow: not started · f proposes it to the seller and the arbiter; your "
+                     "node pays it from the wallet once they agree")
+    elif wallet is not None and order.price.currency == "BTC" and order.state not in CLOSED:
+        lines.append("Escrow: not started (the buyer proposes it)")
     if wallet is not None:
         lines.append(f"Wallet ({wallet.network}): {wallet.confirmed_sat} sat"
                      + (f", {wallet.pending_sat} pending" if wallet.pending_sat else ""))
@@ -86,13 +93,14 @@ class OrdersScreen(BaseScreen):
         self.orders: dict[str, OrderOut] = {}
         self.escrow: dict[str, EscrowOut] = {}
         self.wallet: WalletOut | None = None
+        self.no_escrow: set[str] = set()  # orders the API has no escrow for
         self.selected: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         table: DataTable[str] = DataTable(id="orders", cursor_type="row", zebra_stripes=True)
-        for label, key, width in (("Role", "role", 6), ("Title", "title", 20),
-                                  ("State", "state", 16), ("Price", "price", 12),
+        for label, key, width in (("Role", "role", 6), ("Title", "title", 18),
+                                  ("State", "state", 16), ("Price", "price", 14),
                                   ("With", "with", 15)):
             table.add_column(label, key=key, width=width)
         yield table
@@ -141,12 +149,25 @@ class OrdersScreen(BaseScreen):
             return
         status = getattr(self.app, "status", None)
         if status is not None and status.escrow:
-            escrow = await self.call(self.client.get_escrow(order.id), "Escrow")
-            if escrow is not None:
-                self.escrow[order.id] = escrow
+            try:
+                self.escrow[order.id] = await self.client.get_escrow(order.id)
+                self.no_escrow.discard(order.id)
+            except ApiError as exc:
+                if exc.status != NOT_FOUND:
+                    self.notify(describe_error(exc), title="Escrow", severity="error")
+                self.escrow.pop(order.id, None)
+                self.no_escrow.add(order.id)  # none yet: the buyer may start one
+            except ClientError as exc:
+                self.notify(describe_error(exc), title="Escrow", severity="error")
             self.wallet = await self.call(self.client.get_wallet(), "Wallet")
-        detail.update(order_text(order, self.escrow.get(order.id), self.wallet))
+        detail.update(order_text(order, self.escrow.get(order.id), self.wallet,
+                                 can_start=self.can_start(order)))
         self.refresh_bindings()
+
+    def can_start(self, order: OrderOut) -> bool:
+        """The buyer of a BTC order without an escrow may propose one."""
+        return (order.id in self.no_escrow and order.role == "buyer"
+                and order.price.currency == "BTC" and order.state not in CLOSED)
 
     @on(DataTable.RowHighlighted, "#orders")
     async def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -159,6 +180,8 @@ class OrdersScreen(BaseScreen):
         order = self.current
         if action in STEP_OF:
             return order is not None and STEP_OF[action] in order.can
+        if action == "fund" and order is not None and self.can_start(order):
+            return True
         if action in ESCROW_OF:
             escrow = self.escrow.get(order.id) if order else None
             return escrow is not None and ESCROW_OF[action] in escrow.can
