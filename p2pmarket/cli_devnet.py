@@ -35,6 +35,8 @@ from p2pmarket.client import Client
 from p2pmarket.datadir import DataDirLock
 
 log = logging.getLogger(__name__)
+PROFILE_VERSION = 2  # 2: profiles carry a location
+HOME = {"country": "DE", "geohash": "u33db"}  # Berlin, where the devnet's people live
 
 STATE_FILE = "devnet.json"
 LOG_DIR = "logs"
@@ -335,15 +337,18 @@ class Devnet:
 
     async def _profile(self, name: str, display: str, bio: str,
                        api: Client | None = None) -> None:
-        profiles: dict[str, bool] = self.state.setdefault("profiles", {})
-        if profiles.get(name):
+        """Publish the node's profile once (again when PROFILE_VERSION changes); every node
+        lives in Berlin, so "near me" searches work in the TUI from the start."""
+        profiles: dict[str, int] = self.state.setdefault("profiles", {})
+        if profiles.get(name) == PROFILE_VERSION:
             return
+        fields = {"name": display, "bio": bio, "location": HOME}
         if api is not None:
-            await api.put_my_profile({"name": display, "bio": bio})
+            await api.put_my_profile(fields)
         else:
             async with Client.from_datadir(self.node(name).datadir, timeout=30) as own:
-                await own.put_my_profile({"name": display, "bio": bio})
-        profiles[name] = True
+                await own.put_my_profile(fields)
+        profiles[name] = PROFILE_VERSION
         self._save_state()
 
     def summary(self) -> list[str]:

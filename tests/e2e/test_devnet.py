@@ -90,6 +90,9 @@ async def _trade(root: Path, chain_url: str) -> dict[str, Any]:
 
         seller_id = (await seller.get_status()).peer_id
         assert seller_id is not None
+        me = await buyer.get_my_profile()  # a location, so "near me" works in the TUI
+        assert me.name == "Devnet Buyer" and me.location is not None
+        assert me.location.country == "DE"
         buyer_start = (await buyer.get_wallet()).confirmed_sat
         seller_start = (await seller.get_wallet()).confirmed_sat
         assert buyer_start >= 1_000_000  # the devnet funded it from the faucet
