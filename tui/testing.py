@@ -180,7 +180,7 @@ class FakeClient:
         self.my_profile = ProfileOut(peer=ME, found=True, name="Me, a seller",
                                      bio="Bikes and parts, Berlin.",
                                      location=Location("DE", "u33db"), seq=1, reviews=2,
-                                     rating=4.5)
+                                     rating=4.5, avatar=image_ref(2))
         self.messages: dict[str, list[ChatOut]] = {"offer-0001": [
             ChatOut(sender=SELLER, mine=False, text="Still available!", at=now - 4000)]}
 

@@ -3,7 +3,9 @@ client: what the screens show, what they send, and how they refuse bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+from pathlib import Path
 
 import msgspec
 from rich.console import Console
@@ -15,7 +17,7 @@ from tui.forms import FormScreen
 from tui.nav import NavBar
 from tui.screens.disputes import DisputesScreen, case_table
 from tui.screens.profile import ProfileScreen
-from tui.testing import FakeClient
+from tui.testing import FakeClient, png
 
 
 def fake_app(fake: FakeClient | None = None) -> tuple[MarketApp, FakeClient]:
@@ -281,3 +283,34 @@ async def test_the_buyer_starts_the_escrow_of_a_btc_order() -> None:
         await pilot.press("down")  # the seller's order: funded, no fund key
         await settle(app, pilot)
         assert app.screen.check_action("fund", ()) is False
+
+
+async def test_profile_picture_from_a_file(tmp_path: Path) -> None:
+    picture = tmp_path / "me.png"
+    picture.write_bytes(png(1))
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    app, fake = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f7")
+        await settle(app, pilot)
+        assert app.screen.query_one("#my-avatar").display  # the current picture is shown
+        await pilot.press("e")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#f-avatar", Input).value = str(notes)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "is not a JPEG, PNG, WebP or GIF image" in str(
+            form.query_one("#err-avatar", Static).render())
+        assert not [c for c in fake.calls if c[0] in ("upload_image", "put_my_profile")]
+        form.query_one("#f-avatar", Input).value = str(picture)
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, ProfileScreen)
+        uploaded = [c for c in fake.calls if c[0] == "upload_image"]
+        assert uploaded == [("upload_image", (png(1), "image/png"))]
+        sent = [c for c in fake.calls if c[0] == "put_my_profile"][-1][1][0]
+        assert sent["avatar"]["sha256"] == hashlib.sha256(png(1)).hexdigest()
+        assert fake.my_profile.avatar is not None

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.client import Event
 from p2pmarket.client_schemas import ProfileOut
 from tui.base import BaseScreen
 from tui.format import esc, plain
-from tui.forms import Field, FormScreen
+from tui.forms import Field, FieldInvalid, FormScreen
+from tui.images import ImagePreview, read_image_files
+
+AVATAR_BOX = (16, 5)  # cells: my picture beside the profile text
 
 
 def stars(n: int) -> str:
@@ -38,7 +43,7 @@ def profile_text(p: ProfileOut) -> str:
 
 def profile_fields(values: dict[str, str], current: ProfileOut) -> dict[str, object]:
     """The form's values as the API's `ProfileFields` (the API validates them); the avatar is
-    kept as it is."""
+    kept as it is (a new one replaces it in `submit`)."""
     fields: dict[str, object] = {"name": values["name"].strip(), "bio": values["bio"]}
     country, geohash = values["country"].strip().upper(), values["geohash"].strip().lower()
     if country or geohash:
@@ -61,7 +66,9 @@ class ProfileScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("Loading my profile…", id="my-profile")
+        with Horizontal(id="profile-top"):
+            yield Static("Loading my profile…", id="my-profile")
+            yield ImagePreview(self.client, [], "", box=AVATAR_BOX, id="my-avatar")
         table: DataTable[str] = DataTable(id="my-reviews", cursor_type="row", zebra_stripes=True)
         for label, key, width in (("Stars", "stars", 6), ("Review", "text", 48),
                                   ("Date", "date", 10)):
@@ -87,6 +94,8 @@ class ProfileScreen(BaseScreen):
             return
         self.profile = profile
         self.query_one("#my-profile", Static).update(profile_text(profile))
+        self.query_one("#my-avatar", ImagePreview).set_images(
+            [profile.avatar] if profile.avatar else [], profile.peer)
         page = await self.call(self.client.list_reviews(profile.peer, page_size=100), "Reviews")
         status = self.query_one("#reviews-status", Static)
         if page is None:
@@ -108,7 +117,17 @@ class ProfileScreen(BaseScreen):
             return
 
         async def submit(values: dict[str, str]) -> None:
-            await self.client.put_my_profile(profile_fields(values, current))
+            fields = profile_fields(values, current)
+            if values["avatar"].strip():  # one image file, checked before it is uploaded
+                try:
+                    files = await read_image_files(values["avatar"])
+                except ValueError as exc:
+                    raise FieldInvalid("avatar", str(exc)) from None
+                if len(files) != 1:
+                    raise FieldInvalid("avatar", "one image file")
+                ref = await self.client.upload_image(*files[0])
+                fields["avatar"] = msgspec.to_builtins(ref)
+            await self.client.put_my_profile(fields)
 
         loc = current.location
         fields = [
@@ -118,6 +137,9 @@ class ProfileScreen(BaseScreen):
                   api="location/country"),
             Field("geohash", "Geohash", loc.geohash if loc else "", placeholder="u33db",
                   api="location/geohash"),
+            Field("avatar", "Picture", placeholder=(
+                "an image file replaces your picture" if current.avatar else
+                "an image file (PNG, JPEG, WebP, GIF)")),
         ]
 
         def after(ok: bool | None) -> None:
