@@ -33,7 +33,8 @@ async def guarded(owner: Any, call: Awaitable[T], what: str = "") -> T | None:
 
 
 class BaseScreen(Screen[None]):
-    """A screen of the app; `reload()` re-reads what it shows from the API."""
+    """A screen of the app. `load()` (a worker in most screens) reads what it shows from the
+    API; it runs when the screen is mounted, shown again, refreshed (r) or told by `live()`."""
 
     @property
     def client(self) -> Client:
@@ -42,19 +43,28 @@ class BaseScreen(Screen[None]):
     async def call(self, call: Awaitable[T], what: str = "") -> T | None:
         return await guarded(self, call, what)
 
+    def load(self) -> object:
+        """Read what the screen shows from the API (screens start a worker here)."""
+        return None
+
     def reload(self) -> None:
-        """Re-read from the API (screens start a worker here)."""
+        """Re-read when the screen is mounted or shown again (some screens do less)."""
+        self.load()
+
+    def action_refresh(self) -> None:
+        self.load()
 
     def live(self, event: Event) -> None:
-        """A live event from the node; the default re-reads on anything that concerns trade."""
+        """A live event from the node (screens re-read on the ones that concern them)."""
 
     def on_mount(self) -> None:
-        """Every screen with a header gets the screens line under it (runs before the
-        subclass's own `on_mount`, which Textual calls too)."""
+        """Every screen with a header gets the screens line under it, then loads. Textual
+        calls a subclass's own `on_mount` too (for what else it needs at start)."""
         headers = self.query(Header)
         if headers:
             mode = getattr(self.app, "current_mode", "") or ""
             self.mount(NavBar(mode), after=headers.first())
+        self.reload()
 
     def on_screen_resume(self) -> None:
         if self.is_mounted:  # the first showing loads from on_mount

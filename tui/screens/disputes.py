@@ -120,15 +120,6 @@ class DisputesScreen(BaseScreen):
             yield Static("", id="dispute-logs")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        self.reload()
-
-    def reload(self) -> None:
-        self.load()
-
-    def action_refresh(self) -> None:
-        self.load()
-
     @property
     def current(self) -> DisputeOut | None:
         return self.disputes.get(self.selected or "")

@@ -72,18 +72,9 @@ class InboxScreen(BaseScreen):
         yield Static("Loading negotiations…", id="offer-detail")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        self.reload()
-
     @property
     def current(self) -> OfferOut | None:
         return self.offers.get(self.selected or "")
-
-    def reload(self) -> None:
-        self.load()
-
-    def action_refresh(self) -> None:
-        self.load()
 
     @work(exclusive=True, group="offers")
     async def load(self) -> None:

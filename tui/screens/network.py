@@ -74,15 +74,11 @@ class NetworkScreen(BaseScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.reload()
         self.set_interval(REFRESH_SECONDS, self.reload)
 
     def reload(self) -> None:
         if self.is_current:
             self.load()
-
-    def action_refresh(self) -> None:
-        self.load()
 
     @work(exclusive=True, group="network")
     async def load(self) -> None:

@@ -107,18 +107,9 @@ class OrdersScreen(BaseScreen):
         yield Static("Loading orders…", id="order-detail")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        self.reload()
-
     @property
     def current(self) -> OrderOut | None:
         return self.orders.get(self.selected or "")
-
-    def reload(self) -> None:
-        self.load()
-
-    def action_refresh(self) -> None:
-        self.load()
 
     @work(exclusive=True, group="orders")
     async def load(self) -> None:

@@ -77,15 +77,6 @@ class ProfileScreen(BaseScreen):
         yield Static("", id="reviews-status")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        self.reload()
-
-    def reload(self) -> None:
-        self.load()
-
-    def action_refresh(self) -> None:
-        self.load()
-
     @work(exclusive=True, group="profile")
     async def load(self) -> None:
         profile = await self.call(self.client.get_my_profile(), "My profile")

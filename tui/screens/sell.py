@@ -83,15 +83,6 @@ class SellScreen(BaseScreen):
         yield Static("", id="sell-status")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        self.reload()
-
-    def reload(self) -> None:
-        self.load()
-
-    def action_refresh(self) -> None:
-        self.load()
-
     @work(exclusive=True, group="my-listings")
     async def load(self) -> None:
         page = await self.call(self.client.list_my_listings(page_size=200), "My listings")
