@@ -123,6 +123,7 @@ class TrioRuntime:
             trio.lowlevel.start_guest_run(
                 self._main, ready,
                 run_sync_soon_threadsafe=run_sync_soon_threadsafe,
+                run_sync_soon_not_threadsafe=self.loop.call_soon,
                 done_callback=on_done,
                 host_uses_signal_set_wakeup_fd=True,
             )
