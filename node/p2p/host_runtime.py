@@ -119,11 +119,14 @@ class TrioRuntime:
         def run_sync_soon_threadsafe(fn: Callable[[], object]) -> None:
             self.loop.call_soon_threadsafe(fn)
 
+        def run_sync_soon_not_threadsafe(fn: Callable[[], object]) -> None:
+            self.loop.call_soon(fn)  # trio's next tick, from its own tick: no self-pipe write
+
         try:
             trio.lowlevel.start_guest_run(
                 self._main, ready,
                 run_sync_soon_threadsafe=run_sync_soon_threadsafe,
-                run_sync_soon_not_threadsafe=self.loop.call_soon,
+                run_sync_soon_not_threadsafe=run_sync_soon_not_threadsafe,
                 done_callback=on_done,
                 host_uses_signal_set_wakeup_fd=True,
             )
