@@ -256,7 +256,10 @@ class FakeClient:
             hits.sort(key=lambda h: h.listing.price.amount)
         elif kw.get("sort") == "distance":
             hits.sort(key=lambda h: h.distance_km or 0.0)
-        return SearchPage(items=hits, total=len(hits))
+        size, start = kw.get("page_size") or 50, int(kw.get("page_token") or 0)
+        more = str(start + size) if start + size < len(hits) else None
+        return SearchPage(items=hits[start:start + size], total=len(hits),
+                          next_page_token=more)
 
     async def list_categories(self) -> list[str]:
         self._call("list_categories")

@@ -17,7 +17,7 @@ from tui.forms import FormScreen
 from tui.nav import NavBar
 from tui.screens.disputes import DisputesScreen, case_table
 from tui.screens.profile import ProfileScreen
-from tui.testing import FakeClient, png
+from tui.testing import FakeClient, listing, png
 
 
 def fake_app(fake: FakeClient | None = None) -> tuple[MarketApp, FakeClient]:
@@ -314,3 +314,26 @@ async def test_profile_picture_from_a_file(tmp_path: Path) -> None:
         sent = [c for c in fake.calls if c[0] == "put_my_profile"][-1][1][0]
         assert sent["avatar"]["sha256"] == hashlib.sha256(png(1)).hexdigest()
         assert fake.my_profile.avatar is not None
+
+
+async def test_more_results_load_as_the_cursor_nears_the_end() -> None:
+    fake = FakeClient()
+    fake.market = [listing(n, f"Bike number {n}", 10_000 + n) for n in range(250)]
+    app, _ = fake_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("enter")
+        await settle(app, pilot)
+        table = app.screen.query_one("#results", DataTable)
+        assert table.row_count == 100
+        assert text(app, "#market-status").startswith("100 of 250 results")
+        table.focus()
+        for rows in (200, 250):
+            table.move_cursor(row=table.row_count - 1)
+            await settle(app, pilot)
+            assert table.row_count == rows
+        assert text(app, "#market-status").startswith("250 results")
+        tokens = [c[1][1].get("page_token") for c in fake.calls if c[0] == "search"]
+        assert tokens == [None, "100", "200"]
+        table.move_cursor(row=table.row_count - 1)  # the end: nothing more to ask for
+        await settle(app, pilot)
+        assert len([c for c in fake.calls if c[0] == "search"]) == 3

@@ -33,6 +33,7 @@ SORTS: tuple[SortOrder, ...] = get_args(SortOrder)
 CONDITIONS: tuple[str, ...] = get_args(Condition)
 COLUMNS = (("title", "Title", 24), ("price", "Price", 14), ("condition", "Condition", 9),
            ("seller", "Seller", 15), ("distance", "Dist", 6))  # sort keys name their column
+PAGE = 100  # results per page; more are read as the cursor nears the end of the table
 MAX_RADIUS_KM = 20_000.0  # the API's bound: half the globe
 TITLES = {"price-min": "Price filter", "price-max": "Price filter", "radius": "Radius",
           "near": "Location"}
@@ -99,6 +100,9 @@ class MarketScreen(BaseScreen):
         self.categories: list[str] = []  # the node's taxonomy, read once
         self.home = ""  # my profile's geohash, the default place
         self.searched = False
+        self.query_args: tuple[str, dict[str, Any]] = ("", {})  # the search shown
+        self.next_token: str | None = None  # more results: read when the cursor nears the end
+        self.total = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -213,31 +217,54 @@ class MarketScreen(BaseScreen):
         self.searched = True
         if mode != "cache":
             status.update(Text(f"Searching for {q!r}…" if q else "Searching…"))
-        page = await self.call(self.client.search(q, mode=cast(Any, mode), **kw), "Search")
+        page = await self.call(self.client.search(q, mode=cast(Any, mode), page_size=PAGE,
+                                                  **kw), "Search")
         if page is None:
             status.update("Search failed; see the notification.")
             return
-        self.show(page.items, page.total, kw)
+        self.query_args, self.next_token, self.total = (q, kw), page.next_page_token, page.total
+        self.show(page.items, kw)
 
-    def show(self, hits: list[SearchHit], total: int, kw: dict[str, Any]) -> None:
+    @work(exclusive=True, group="search-more")
+    async def load_more(self) -> None:
+        """The next page of the search shown (later pages come from the node's cache)."""
+        token = self.next_token
+        if token is None:
+            return
+        self.next_token = None  # one request at a time
+        q, kw = self.query_args
+        page = await self.call(self.client.search(q, mode="cache", page_size=PAGE,
+                                                  page_token=token, **kw), "More results")
+        if page is None or self.query_args != (q, kw):
+            return  # failed (notified), or a new search replaced this one meanwhile
+        self.next_token = page.next_page_token
+        self.total = max(page.total, self.total)
+        self.show(page.items, kw, append=True)
+
+    def show(self, hits: list[SearchHit], kw: dict[str, Any], *, append: bool = False) -> None:
         table = self.query_one("#results", DataTable)
         current = None
-        if table.row_count and table.cursor_row >= 0:
-            current = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
-        table.clear(columns=True)  # the sorted column's header carries the arrow
-        self.add_columns(table)
-        self.hits = {}
+        if not append:
+            if table.row_count and table.cursor_row >= 0:
+                current = table.coordinate_to_cell_key(
+                    Coordinate(table.cursor_row, 0)).row_key.value
+            table.clear(columns=True)  # the sorted column's header carries the arrow
+            self.add_columns(table)
+            self.hits = {}
         for hit in hits:
             item = hit.listing
             key = f"{item.publisher}/{item.id}"
+            if key in self.hits:  # the cache changed between pages: shown once
+                continue
             self.hits[key] = hit
             dist = distance(hit.distance_km)
             table.add_row(*plain(item.title, money(item.price), item.condition,
                                  short(item.publisher), dist), key=key)
         if current in self.hits:
             table.move_cursor(row=table.get_row_index(current))
-        shown = f"{len(hits)} of {total}" if total > len(hits) else f"{len(hits)}"
-        parts = [f"{shown} result{'' if total == 1 else 's'}"]
+        shown, total = len(self.hits), max(self.total, len(self.hits))
+        count = f"{shown} of {total}" if total > shown else f"{shown}"
+        parts = [f"{count} result{'' if total == 1 else 's'}"]
         if kw["category"]:
             parts.append("in " + kw["category"].replace("/", " › "))
         if kw["radius_km"] is not None:
@@ -263,6 +290,11 @@ class MarketScreen(BaseScreen):
     def _filter_changed(self) -> None:
         if self.searched:
             self.action_search()
+
+    @on(DataTable.RowHighlighted, "#results")
+    def _near_the_end(self, event: DataTable.RowHighlighted) -> None:
+        if self.next_token is not None and event.cursor_row >= event.data_table.row_count - 5:
+            self.load_more()
 
     @on(DataTable.RowSelected, "#results")
     def _open(self, event: DataTable.RowSelected) -> None:
