@@ -30,6 +30,7 @@ from node.p2p.framing import MAX_FRAME, encode_frame
 from node.p2p.host_engine import Engine, EngineConfig
 from node.p2p.host_libp2p import multiaddr_of, parse_addrs
 from node.p2p.host_runtime import RuntimeStopped, TrioRuntime, wait_bridged
+from node.p2p.ids import public_of
 from node.p2p.transport import (
     MSG_PROTOCOL,
     P2PError,
@@ -39,7 +40,7 @@ from node.p2p.transport import (
     RequestTimeout,
     ViolationHook,
 )
-from p2pmarket.identity import Identity, public_from_peer_id
+from p2pmarket.identity import Identity
 
 if TYPE_CHECKING:
     import trio
@@ -219,14 +220,14 @@ class Libp2pHost:
 
     def add_peer(self, peer_id: str, addrs: list[str]) -> None:
         """Set the addresses to dial `peer_id` at (they replace earlier ones for that peer)."""
-        public_from_peer_id(peer_id)  # raises PeerIdError (a ValueError)
+        public_of(peer_id)  # raises PeerIdError (a ValueError)
         self._known[peer_id] = parse_addrs(peer_id, addrs)
 
     def connected_peers(self) -> list[str]:
         return self._engine.connected_peers() if self._engine is not None else []
 
     async def disconnect(self, peer_id: str) -> None:
-        public_from_peer_id(peer_id)
+        public_of(peer_id)
         runtime, engine = self._running()
         await runtime.call(self._nursery(engine), engine.disconnect, peer_id,
                            pending=self._pending)
@@ -239,7 +240,7 @@ class Libp2pHost:
         Returns once the frame is written to the stream, not when the peer has read it.
         """
         frame = encode_frame(payload, self.max_frame)  # FrameTooLarge: the caller's bug
-        public_from_peer_id(peer_id)
+        public_of(peer_id)
         runtime, engine = self._running()
         fut: asyncio.Future[None] = runtime.loop.create_future()
         self._pending.add(fut)
@@ -274,7 +275,7 @@ class Libp2pHost:
         if protocol == MSG_PROTOCOL:
             raise ValueError(f"{MSG_PROTOCOL} carries messages, not requests")
         frame = encode_frame(payload, self.max_frame)
-        public_from_peer_id(peer_id)
+        public_of(peer_id)
         runtime, engine = self._running()
         return await runtime.call(self._nursery(engine), engine.request, peer_id, protocol,
                                   frame, timeout, max_response, pending=self._pending)

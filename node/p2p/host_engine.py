@@ -76,10 +76,11 @@ class Sink(Protocol):
 class _Outbound:
     """The long-lived outgoing message stream to one peer and the frames queued for it."""
 
-    __slots__ = ("peer", "send", "recv", "stream")
+    __slots__ = ("peer_id", "peer", "send", "recv", "stream")
 
-    def __init__(self, peer: ID) -> None:
-        self.peer = peer
+    def __init__(self, peer_id: str) -> None:
+        self.peer_id = peer_id
+        self.peer = ID.from_base58(peer_id)
         self.send, self.recv = trio.open_memory_channel[tuple[bytes, asyncio.Future[None]]](
             math.inf)
         self.stream: INetStream | None = None
@@ -99,7 +100,7 @@ class Engine:
         self._credits = trio.Semaphore(config.inbox_size)
         self._buckets = PeerBuckets(config.frame_rate, config.frame_burst)
         self._msg_streams: dict[str, int] = {}
-        self._outbound: dict[ID, _Outbound] = {}
+        self._outbound: dict[str, _Outbound] = {}  # by peer id
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -201,10 +202,9 @@ class Engine:
         try:
             if self.nursery is None or self._stop.is_set():
                 raise RuntimeStopped("the libp2p host is not running")
-            peer = ID.from_base58(peer_id)
-            outbound = self._outbound.get(peer)
+            outbound = self._outbound.get(peer_id)
             if outbound is None:
-                outbound = self._outbound[peer] = _Outbound(peer)
+                outbound = self._outbound[peer_id] = _Outbound(peer_id)
                 self.nursery.start_soon(self._writer, outbound)
             outbound.send.send_nowait((frame, fut))
         except Exception as exc:
@@ -221,7 +221,7 @@ class Engine:
                 if outbound.recv.statistics().current_buffer_used:
                     continue  # queued while the timeout was being delivered
                 # idle: no await between the check above and this pop, so nothing is lost
-                self._outbound.pop(outbound.peer, None)
+                self._outbound.pop(outbound.peer_id, None)
                 if outbound.stream is not None:
                     await close_stream(outbound.stream)
                 return
@@ -277,7 +277,7 @@ class Engine:
     async def disconnect(self, peer_id: str) -> None:
         host = self._require_host()
         peer = ID.from_base58(peer_id)
-        outbound = self._outbound.get(peer)
+        outbound = self._outbound.get(peer_id)
         if outbound is not None and outbound.stream is not None:
             stream, outbound.stream = outbound.stream, None
             await reset_stream(stream)

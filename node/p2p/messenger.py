@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dht.server import DhtNode
+from node.p2p.ids import peer_id_of, public_of
 from node.p2p.outbox import Outbox, OutboxEntry
 from node.p2p.peers import PeerDirectory
 from node.p2p.receiver import AckReceived, Deliver, Event, Receiver, SendAck, Violation
@@ -24,7 +25,7 @@ from node.p2p.seal import SealError, encryption_key, seal, unseal
 from node.p2p.transport import Host, P2PError
 from p2pmarket.bodies import MAX_TTL, Mail, Tombstone
 from p2pmarket.dhtkeys import mailbox_key
-from p2pmarket.identity import Identity, PeerIdError, peer_id_from_public, public_from_peer_id
+from p2pmarket.identity import Identity, PeerIdError
 from p2pmarket.messages import MAX_ACK_IDS, Ack, Message, MessageBody, sign_message
 from p2pmarket.records import RecordError, sign_record
 
@@ -119,7 +120,7 @@ class Messenger:
     async def _receive_loop(self) -> None:
         async for peer_id, payload in self.host.incoming():
             try:
-                remote = public_from_peer_id(peer_id)
+                remote = public_of(peer_id)
             except PeerIdError:
                 continue
             self._handle(remote, payload, via="direct")
@@ -152,23 +153,23 @@ class Messenger:
         _, raw = sign_message(self.identity, to, Ack(ids=ids), seq=0)
         await self.peers.resolve(to)
         with contextlib.suppress(P2PError):  # the sender retries; we ack again then
-            await self.host.send(peer_id_from_public(to), raw)
+            await self.host.send(peer_id_of(to), raw)
 
     def _host_violation(self, peer_id: str, reason: str) -> None:
         if "rate" in reason:  # the host already throttled it; a busy honest peer is no foe
             log.debug("peer %s throttled: %s", peer_id, reason)
             return
         with contextlib.suppress(PeerIdError):
-            self._score(public_from_peer_id(peer_id), reason)
+            self._score(public_of(peer_id), reason)
 
     def _score(self, peer: bytes, reason: str) -> None:
         self.scores[peer] += 1
-        log.info("peer %s misbehaved (%s), score %d", peer_id_from_public(peer), reason,
+        log.info("peer %s misbehaved (%s), score %d", peer_id_of(peer), reason,
                  self.scores[peer])
         if self.scores[peer] >= BAN_SCORE and not self.is_banned(peer):
             self._banned[peer] = self.clock() + BAN_FOR
-            log.warning("banning peer %s for %.0f s", peer_id_from_public(peer), BAN_FOR)
-            self._job(self.host.disconnect, peer_id_from_public(peer))
+            log.warning("banning peer %s for %.0f s", peer_id_of(peer), BAN_FOR)
+            self._job(self.host.disconnect, peer_id_of(peer))
 
     async def _tick_loop(self) -> None:
         while True:
@@ -243,7 +244,7 @@ class Messenger:
                     await self._wake.wait()
 
     async def _send_group(self, recipient: bytes, entries: list[OutboxEntry]) -> None:
-        peer_id = peer_id_from_public(recipient)
+        peer_id = peer_id_of(recipient)
         await self.peers.resolve(recipient)
         unreachable = ""
         for entry in entries:

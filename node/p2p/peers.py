@@ -11,11 +11,12 @@ import time
 from dataclasses import dataclass
 
 from dht.server import DhtNode
+from node.p2p.ids import peer_id_of
 from node.p2p.seal import encryption_public
 from node.p2p.transport import Host
 from p2pmarket.bodies import Peer
 from p2pmarket.dhtkeys import single_key
-from p2pmarket.identity import Identity, peer_id_from_public
+from p2pmarket.identity import Identity
 from p2pmarket.records import sign_record
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class PeerDirectory:
     def remember(self, public: bytes, addrs: tuple[str, ...], enc_key: bytes) -> PeerInfo:
         info = PeerInfo(public, addrs, enc_key, time.time())
         self._cache[public] = info
-        self.host.add_peer(peer_id_from_public(public), list(addrs))
+        self.host.add_peer(peer_id_of(public), list(addrs))
         return info
 
     async def resolve(self, public: bytes, *, fresh: bool = False) -> PeerInfo | None:
