@@ -10,6 +10,9 @@ frame queued behind it fails too (so none overtakes it). Incoming frames arrive 
 bounded by credits: when the consumer lags, the trio side stops reading (yamux flow control then
 stalls the sender) instead of dropping frames. Note that a py-libp2p yamux writer gives up after
 5 s without window, so a consumer stalled for longer breaks the sender's stream (`send()` fails).
+With `set_frame_handler` (the messenger's short path, `transport.DirectHost`) frames skip that
+queue: the trio reader calls the handler itself, and what the handler `send_soon`s is queued
+for writing without crossing back over.
 
 Other protocols (`/p2pmarket/blob/1.0.0`): one request frame, one answer frame, on a new stream.
 
@@ -29,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from node.p2p.framing import MAX_FRAME, encode_frame
 from node.p2p.host_engine import Engine, EngineConfig
 from node.p2p.host_libp2p import multiaddr_of, parse_addrs
-from node.p2p.host_runtime import RuntimeStopped, TrioRuntime, wait_bridged
+from node.p2p.host_runtime import RuntimeStopped, TrioRuntime, in_trio_task, wait_bridged
 from node.p2p.ids import public_of
 from node.p2p.transport import (
     MSG_PROTOCOL,
+    FrameHandler,
     P2PError,
     PeerUnreachable,
     RemoteError,
@@ -105,6 +109,7 @@ class Libp2pHost:
         self.on_violation = on_violation
         self.violations: Counter[str] = Counter()
         self.handler_tasks: set[asyncio.Task[Any]] = set()
+        self.frame_handler: FrameHandler | None = None
         family = "ip6" if ":" in host else "ip4"
         self._bind = (host, port)
         self._config = EngineConfig(
@@ -239,21 +244,37 @@ class Libp2pHost:
 
         Returns once the frame is written to the stream, not when the peer has read it.
         """
+        await wait_bridged(self.send_soon(peer_id, payload))
+
+    def send_soon(self, peer_id: str, payload: bytes) -> asyncio.Future[None]:
+        """Queue one frame for `peer_id`; the future settles once it is written (or failed).
+
+        From a frame handler (which runs inside the trio run) the frame is queued at once; from
+        asyncio code it crosses over through the trio token, in call order.
+        """
         frame = encode_frame(payload, self.max_frame)  # FrameTooLarge: the caller's bug
         public_of(peer_id)
         runtime, engine = self._running()
         fut: asyncio.Future[None] = runtime.loop.create_future()
         self._pending.add(fut)
         fut.add_done_callback(self._pending.discard)
+        if in_trio_task():
+            engine.enqueue(peer_id, frame, fut)  # settles `fut` itself on failure
+            return fut
         try:
             runtime.run_sync_soon(engine.enqueue, peer_id, frame, fut)
         except RuntimeStopped:
             fut.cancel()
             raise
-        await wait_bridged(fut)
+        return fut
 
     def incoming(self) -> _Incoming:
         return _Incoming(self)
+
+    def set_frame_handler(self, handler: FrameHandler | None) -> None:
+        """Frames go to `handler(peer_id, payload)`, called inside the trio reader (see
+        `transport.DirectHost`), instead of `incoming()`; no queue, no crossing per frame."""
+        self.frame_handler = handler
 
     # -- request / response ---------------------------------------------------------------------
 

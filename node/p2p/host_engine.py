@@ -32,6 +32,7 @@ from node.p2p.host_limits import PeerBuckets
 from node.p2p.host_runtime import RuntimeStopped, TrioRuntime
 from node.p2p.transport import (
     MSG_PROTOCOL,
+    FrameHandler,
     P2PError,
     PeerUnreachable,
     RemoteError,
@@ -65,6 +66,7 @@ class Sink(Protocol):
     """What the engine tells the asyncio side (always through `TrioRuntime.post`)."""
 
     handler_tasks: set[asyncio.Task[Any]]
+    frame_handler: FrameHandler | None
 
     def frame_received(self, peer_id: str, payload: bytes) -> None: ...
 
@@ -332,6 +334,11 @@ class Engine:
                     self._violation(peer, "frame rate over limit")
                     await reset_stream(stream)
                     return
+                handler = self.sink.frame_handler
+                if handler is not None:
+                    # synchronous: the next read waits until the frame is handled
+                    _hand_over(handler, peer, frame)
+                    continue
                 # backpressure: wait for room in the asyncio-side queue, never drop
                 await self._credits.acquire()
                 self.runtime.post(self.sink.frame_received, peer, frame)
@@ -401,6 +408,13 @@ class Engine:
             return
         await stream.write(frame)
         await close_stream(stream)
+
+
+def _hand_over(handler: FrameHandler, peer: str, frame: bytes) -> None:
+    try:
+        handler(peer, frame)
+    except Exception:  # the node's bug; the frame is dropped, and its sender retries
+        log.exception("the frame handler failed on a frame from %s", peer)
 
 
 def _succeed(fut: asyncio.Future[None]) -> None:

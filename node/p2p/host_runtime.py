@@ -40,6 +40,12 @@ def _cancel(fut: asyncio.Future[Any]) -> None:
     fut.cancel()
 
 
+def in_trio_task() -> bool:
+    """True inside a trio task (in guest mode that is on the asyncio loop's own thread)."""
+    # trio >= 0.26 has it; the trio-typing stubs mypy reads predate it
+    return bool(trio.lowlevel.in_trio_task())  # type: ignore[attr-defined]
+
+
 def unwrap_group(exc: BaseException) -> BaseException:
     """The one exception inside (nested) single-member exception groups, else `exc` itself."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:

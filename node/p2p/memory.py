@@ -2,6 +2,7 @@
 
 Hosts on one `MemoryNetwork` reach each other by peer id while both are started and the sender
 knows an address for the recipient (as with a real peerstore). `offline` hosts are unreachable.
+`DirectMemoryHost` also offers the `DirectHost` short path, as `Libp2pHost` does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from node.p2p.transport import (
+    FrameHandler,
+    P2PError,
     PeerUnreachable,
     RemoteError,
     RequestHandler,
@@ -64,6 +67,11 @@ class MemoryHost:
     async def send(self, peer_id: str, payload: bytes) -> None:
         await self._reach(peer_id)._queue.put((self.peer_id, payload))
 
+    def _accept(self, sender: str, payload: bytes) -> None:
+        """A frame from a `send_soon` (a full queue loses it, as a real network might)."""
+        if self.running:
+            self._queue.put_nowait((sender, payload))
+
     async def incoming(self) -> AsyncIterator[tuple[str, bytes]]:
         while True:
             yield await self._queue.get()
@@ -90,3 +98,40 @@ class MemoryHost:
 
     def connected_peers(self) -> list[str]:
         return sorted(self._connected)
+
+
+class DirectMemoryHost(MemoryHost):
+    """A `MemoryHost` with `set_frame_handler` and `send_soon` (`transport.DirectHost`).
+
+    A frame reaches the recipient's handler in a later loop callback (never inside the
+    sender's call), in send order; without a handler it goes to `incoming()`.
+    """
+
+    def __init__(self, network: MemoryNetwork, identity: Identity) -> None:
+        super().__init__(network, identity)
+        self.frame_handler: FrameHandler | None = None
+
+    def set_frame_handler(self, handler: FrameHandler | None) -> None:
+        self.frame_handler = handler
+
+    def send_soon(self, peer_id: str, payload: bytes) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        try:
+            peer = self._reach(peer_id)
+        except P2PError as exc:
+            fut.set_exception(exc)
+            return fut
+        loop.call_soon(peer._accept, self.peer_id, payload)
+        fut.set_result(None)
+        return fut
+
+    async def send(self, peer_id: str, payload: bytes) -> None:
+        await self.send_soon(peer_id, payload)
+
+    def _accept(self, sender: str, payload: bytes) -> None:
+        handler = self.frame_handler
+        if handler is None:
+            super()._accept(sender, payload)
+        elif self.running:  # stopped since: the frame is lost, as on a real network
+            handler(sender, payload)

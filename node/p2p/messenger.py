@@ -22,7 +22,7 @@ from node.p2p.outbox import Outbox, OutboxEntry
 from node.p2p.peers import PeerDirectory
 from node.p2p.receiver import AckReceived, Deliver, Event, Receiver, SendAck, Violation
 from node.p2p.seal import SealError, encryption_key, seal, unseal
-from node.p2p.transport import Host, P2PError
+from node.p2p.transport import DirectHost, Host, P2PError
 from p2pmarket.bodies import MAX_TTL, Mail, Tombstone
 from p2pmarket.dhtkeys import mailbox_key
 from p2pmarket.identity import Identity, PeerIdError
@@ -89,8 +89,12 @@ class Messenger:
         self.scores: Counter[bytes] = Counter()
         self._banned: dict[bytes, float] = {}
         self._wake = asyncio.Event()
+        self._frame_error: Exception | None = None
+        self._frame_failed = asyncio.Event()
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=1000)
         self._enc_key = encryption_key(identity)
+        # the short path: frames straight from the transport, acks queued without a task
+        self._direct = host if isinstance(host, DirectHost) else None
         host.on_violation = self._host_violation
 
     # -- API -----------------------------------------------------------------------------------
@@ -103,13 +107,21 @@ class Messenger:
 
     async def run(self) -> None:
         """Run the loops until cancelled (put it in the node's TaskGroup)."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._receive_loop())
-            tg.create_task(self._send_loop())
-            tg.create_task(self._job_loop())
-            tg.create_task(self._tick_loop())
-            if self.dht is not None:
-                tg.create_task(self._mailbox_loop())
+        self._frame_error, self._frame_failed = None, asyncio.Event()
+        if self._direct is not None:
+            self._direct.set_frame_handler(self._on_frame)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive_loop())  # frames from before the handler was set
+                tg.create_task(self._send_loop())
+                tg.create_task(self._job_loop())
+                tg.create_task(self._tick_loop())
+                tg.create_task(self._raise_frame_error())
+                if self.dht is not None:
+                    tg.create_task(self._mailbox_loop())
+        finally:
+            if self._direct is not None:
+                self._direct.set_frame_handler(None)
 
     def is_banned(self, peer: bytes) -> bool:
         until = self._banned.get(peer)
@@ -124,6 +136,32 @@ class Messenger:
             except PeerIdError:
                 continue
             self._handle(remote, payload, via="direct")
+
+    def _on_frame(self, peer_id: str, payload: bytes) -> None:
+        """The transport's frame handler (a `DirectHost` calls it as each frame arrives).
+
+        Runs what the receive loop runs, in the same order: verify, store, notify the
+        listeners, acknowledge. It is called inside libp2p's trio task (on this loop's thread),
+        so an ack leaves without crossing over; listeners are called synchronously as before.
+        """
+        if self._frame_error is not None:
+            return  # the messenger is failing: not handled, not acknowledged; the sender retries
+        try:
+            remote = public_of(peer_id)
+        except PeerIdError:
+            return
+        try:
+            self._handle(remote, payload, via="direct")
+        except Exception as exc:
+            # what an exception in the receive loop does: stop the messenger (the receiver's
+            # memory may now be ahead of the database, so nothing more may be acknowledged)
+            self._frame_error = exc
+            self._frame_failed.set()
+
+    async def _raise_frame_error(self) -> None:
+        await self._frame_failed.wait()
+        assert self._frame_error is not None
+        raise self._frame_error
 
     def _handle(self, remote: bytes, raw: bytes, via: str) -> None:
         if self.is_banned(remote) or self.is_blocked(remote):
@@ -140,7 +178,7 @@ class Messenger:
                     self._notify(MessageReceived(message, via))
                 case SendAck(to, ids):
                     for start in range(0, len(ids), MAX_ACK_IDS):
-                        self._job(self._send_ack, to, ids[start:start + MAX_ACK_IDS])
+                        self._ack(to, ids[start:start + MAX_ACK_IDS], connected=via == "direct")
                 case AckReceived(sender, ids):
                     for msg_id, via in self.outbox.delivered(sender, ids, now=self.clock()):
                         self._notify(MessageDelivered(msg_id, sender))
@@ -148,6 +186,22 @@ class Messenger:
                             self._job(self._tombstone_mail, msg_id, sender)
                 case Violation(peer, reason):
                     self._score(peer, reason)
+
+    def _ack(self, to: bytes, ids: tuple[str, ...], *, connected: bool) -> None:
+        """Acknowledge `ids` to `to`: queued at once when the transport allows, else a job.
+
+        `connected`: the messages came in over a channel from `to`, so the ack needs no address
+        lookup (were the connection gone, the sender's retry brings a new one).
+        """
+        if self._direct is None or not (connected or self.peers.resolved_now(to)):
+            self._job(self._send_ack, to, ids)
+            return
+        _, raw = sign_message(self.identity, to, Ack(ids=ids), seq=0)
+        try:
+            sent = self._direct.send_soon(peer_id_of(to), raw)
+        except P2PError:  # the sender retries; we ack again then
+            return
+        sent.add_done_callback(_settled)
 
     async def _send_ack(self, to: bytes, ids: tuple[str, ...]) -> None:
         _, raw = sign_message(self.identity, to, Ack(ids=ids), seq=0)
@@ -295,3 +349,9 @@ class Messenger:
     def _notify(self, event: MessengerEvent) -> None:
         for listener in list(self.listeners):
             listener(event)
+
+
+def _settled(fut: asyncio.Future[None]) -> None:
+    """Done callback of a frame nobody awaits: a failure is fine (the peer retries)."""
+    if not fut.cancelled():
+        fut.exception()

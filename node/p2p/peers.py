@@ -64,6 +64,11 @@ class PeerDirectory:
         self.host.add_peer(peer_id_of(public), list(addrs))
         return info
 
+    def resolved_now(self, public: bytes) -> bool:
+        """True when `resolve(public)` would answer without asking the network."""
+        cached = self._cache.get(public)
+        return self.dht is None or (cached is not None and time.time() - cached.fetched < CACHE_FOR)
+
     async def resolve(self, public: bytes, *, fresh: bool = False) -> PeerInfo | None:
         """The peer's addresses and encryption key, from cache or the DHT."""
         cached = self._cache.get(public)

@@ -2,17 +2,21 @@
 
 `Host` is what the node uses: the libp2p implementation (`node.p2p.host.Libp2pHost`) and an
 in-memory one (`node.p2p.memory.MemoryHost`) for tests of market logic both provide it.
+`DirectHost` adds the messenger's short path: frames handed to a callback, frames queued
+without awaiting (`Libp2pHost` and `memory.DirectMemoryHost` provide it).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 MSG_PROTOCOL = "/p2pmarket/msg/1.0.0"
 BLOB_PROTOCOL = "/p2pmarket/blob/1.0.0"
 
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+FrameHandler = Callable[[str, bytes], None]
 ViolationHook = Callable[[str, str], None]
 
 
@@ -56,3 +60,24 @@ class Host(Protocol):
     async def disconnect(self, peer_id: str) -> None: ...
 
     def connected_peers(self) -> list[str]: ...
+
+
+@runtime_checkable
+class DirectHost(Host, Protocol):
+    def set_frame_handler(self, handler: FrameHandler | None) -> None:
+        """Hand each incoming message frame to `handler(peer_id, payload)` instead of
+        `incoming()` (None: back to `incoming()`).
+
+        The handler is called synchronously on the event loop's thread, one frame at a time and
+        in arrival order per stream; it must not block for long. An exception it raises is
+        logged and the frame dropped (the sender's retry brings it again).
+        """
+        ...
+
+    def send_soon(self, peer_id: str, payload: bytes) -> asyncio.Future[None]:
+        """Queue one frame for `peer_id` without waiting; the future settles like `send()`.
+
+        Callable from a frame handler. Frames to one peer leave in the order of the `send` and
+        `send_soon` calls made from the same side (asyncio code, or a frame handler).
+        """
+        ...
