@@ -4,6 +4,8 @@ Send: the outbox signs and queues; the send loop delivers over a channel, retrie
 and after failed direct attempts seals the message into the recipient's DHT mailbox. Receive:
 frames from the transport and mail from our mailbox go through the sans-IO `Receiver`; delivered
 messages are stored and acknowledged end to end. Misbehaving peers are scored and banned.
+Short path (a `DirectHost` transport): frames come to `_on_frame` as they arrive, acks and the
+first copy of a fresh message are queued with `send_soon`, without a task in between.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class Messenger:
         self.scores: Counter[bytes] = Counter()
         self._banned: dict[bytes, float] = {}
         self._wake = asyncio.Event()
+        self._busy: set[bytes] = set()  # recipients the send loop is sending to right now
+        self._running = False
         self._frame_error: Exception | None = None
         self._frame_failed = asyncio.Event()
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=1000)
@@ -100,9 +104,22 @@ class Messenger:
     # -- API -----------------------------------------------------------------------------------
 
     def send(self, recipient: bytes, body: MessageBody) -> OutboxEntry:
-        """Queue a message; it is delivered (or fails) in the background. Returns its entry."""
-        entry = self.outbox.enqueue(self.identity, recipient, body, now=self.clock())
-        self._wake.set()
+        """Queue a message; it is delivered (or fails) in the background. Returns its entry.
+
+        The entry is committed to the outbox before this returns. When the transport allows
+        it and the send loop is not busy with this recipient, its first copy leaves at once;
+        the send loop then sees it only if no ack came in time (or the copy failed).
+        """
+        now = self.clock()
+        direct = (self._running and self._direct is not None and recipient not in self._busy
+                  and self.peers.resolved_now(recipient))
+        entry = self.outbox.enqueue(
+            self.identity, recipient, body, now=now,
+            next_attempt=now + self.policy.ack_timeout if direct else now)
+        if direct:
+            self._send_now(entry, now)
+        else:
+            self._wake.set()
         return entry
 
     async def run(self) -> None:
@@ -110,6 +127,7 @@ class Messenger:
         self._frame_error, self._frame_failed = None, asyncio.Event()
         if self._direct is not None:
             self._direct.set_frame_handler(self._on_frame)
+        self._running = True
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive_loop())  # frames from before the handler was set
@@ -120,6 +138,7 @@ class Messenger:
                 if self.dht is not None:
                     tg.create_task(self._mailbox_loop())
         finally:
+            self._running = False
             if self._direct is not None:
                 self._direct.set_frame_handler(None)
 
@@ -297,7 +316,39 @@ class Messenger:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
+    def _send_now(self, entry: OutboxEntry, now: float) -> None:
+        """The first copy of a fresh entry, without the send loop (see `send`)."""
+        assert self._direct is not None
+        loop = asyncio.get_running_loop()
+        try:
+            sent = self._direct.send_soon(peer_id_of(entry.recipient), entry.raw)
+        except P2PError as exc:
+            self._job(self._undeliverable, entry, str(exc) or type(exc).__name__, now)
+            return
+        timer = loop.call_later(SEND_TIMEOUT, sent.cancel)
+
+        def written(fut: asyncio.Future[None]) -> None:
+            timer.cancel()
+            if fut.cancelled():  # by the timer, or by the host stopping
+                error = f"not written within {SEND_TIMEOUT:.0f} s or the host stopped"
+            elif (exc := fut.exception()) is not None:
+                error = str(exc) or type(exc).__name__
+            else:
+                self.outbox.attempted(entry.id, via="direct", now=now,
+                                      retry_at=now + self.policy.ack_timeout)
+                return
+            self._job(self._undeliverable, entry, error, now)
+
+        sent.add_done_callback(written)
+
     async def _send_group(self, recipient: bytes, entries: list[OutboxEntry]) -> None:
+        self._busy.add(recipient)
+        try:
+            await self._send_entries(recipient, entries)
+        finally:
+            self._busy.discard(recipient)
+
+    async def _send_entries(self, recipient: bytes, entries: list[OutboxEntry]) -> None:
         peer_id = peer_id_of(recipient)
         await self.peers.resolve(recipient)
         unreachable = ""

@@ -82,9 +82,14 @@ class Outbox:
     # -- outgoing ------------------------------------------------------------------------------
 
     def enqueue(self, identity: Identity, recipient: bytes, body: MessageBody,
-                now: float | None = None) -> OutboxEntry:
-        """Sign the next message to `recipient` and queue it; returns the new entry."""
+                now: float | None = None, next_attempt: float | None = None) -> OutboxEntry:
+        """Sign the next message to `recipient` and queue it; returns the new entry.
+
+        `next_attempt` (default: now) is when `due()` offers it; a caller that sends it at once
+        sets it later, to when a copy that got lost should be sent again.
+        """
         now = time.time() if now is None else now
+        next_attempt = now if next_attempt is None else next_attempt
         with self.db.transaction():
             row = self.db.query_one(
                 "SELECT coalesce(max(seq), 0) FROM outbox WHERE recipient=?", (recipient,))
@@ -95,11 +100,11 @@ class Outbox:
                 "INSERT INTO outbox (id, recipient, seq, kind, raw, state, next_attempt, created,"
                 " updated) VALUES (?,?,?,?,?,?,?,?,?)",
                 (message.id, recipient, seq, type(body).__name__.lower(), raw, State.QUEUED,
-                 now, now, now))
+                 next_attempt, now, now))
         return OutboxEntry(id=message.id, recipient=recipient, seq=seq,
                            kind=type(body).__name__.lower(), raw=raw, state=State.QUEUED,
-                           via="", attempts=0, next_attempt=now, created=now, updated=now,
-                           error="")
+                           via="", attempts=0, next_attempt=next_attempt, created=now,
+                           updated=now, error="")
 
     def get(self, msg_id: str) -> OutboxEntry | None:
         row = self.db.query_one("SELECT * FROM outbox WHERE id=?", (msg_id,))

@@ -75,7 +75,7 @@ async def test_direct_thousand_each_way_exactly_once_in_order() -> None:
     for p in (a, b):
         host = p.host
         assert isinstance(host, CountingHost)
-        assert host.soon > 0  # the acks took the short path
+        assert host.soon >= 1000  # the messages (and the acks) took the short path
         # every entry records its direct copy
         entry = p.messenger.outbox.entries(limit=1)[0]
         assert entry.via == "direct" and entry.attempts == 1
