@@ -37,6 +37,7 @@ MAIL_CIPHERTEXT_MAX = 6000
 BAN_SCORE = 5
 BAN_FOR = 600.0
 SEND_TIMEOUT = 20.0  # a write that takes longer counts as a failed attempt
+RECORD_SENT_AFTER = 1.0  # a direct first copy is recorded as sent this late, or with its ack
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,9 @@ class Messenger:
         self._wake = asyncio.Event()
         self._busy: set[bytes] = set()  # recipients the send loop is sending to right now
         self._running = False
+        # first copies written directly, not yet recorded as sent: id -> when to resend
+        self._unrecorded: dict[str, float] = {}
+        self._record_timer: asyncio.TimerHandle | None = None
         self._frame_error: Exception | None = None
         self._frame_failed = asyncio.Event()
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=1000)
@@ -141,6 +145,7 @@ class Messenger:
             self._running = False
             if self._direct is not None:
                 self._direct.set_frame_handler(None)
+            self._record_sent()
 
     def is_banned(self, peer: bytes) -> bool:
         until = self._banned.get(peer)
@@ -199,7 +204,9 @@ class Messenger:
                     for start in range(0, len(ids), MAX_ACK_IDS):
                         self._ack(to, ids[start:start + MAX_ACK_IDS], connected=via == "direct")
                 case AckReceived(sender, ids):
-                    for msg_id, via in self.outbox.delivered(sender, ids, now=self.clock()):
+                    for msg_id, via in self.outbox.delivered(sender, ids, now=self.clock(),
+                                                             direct_copies=self._unrecorded):
+                        self._unrecorded.pop(msg_id, None)
                         self._notify(MessageDelivered(msg_id, sender))
                         if via == "mailbox":
                             self._job(self._tombstone_mail, msg_id, sender)
@@ -302,6 +309,8 @@ class Messenger:
 
     async def _send_loop(self) -> None:
         while True:
+            if self._unrecorded:
+                self._record_sent()  # so that due() sees every copy that left
             due = self.outbox.due(now=self.clock())
             if due:
                 groups: dict[bytes, list[OutboxEntry]] = defaultdict(list)
@@ -334,12 +343,33 @@ class Messenger:
             elif (exc := fut.exception()) is not None:
                 error = str(exc) or type(exc).__name__
             else:
-                self.outbox.attempted(entry.id, via="direct", now=now,
-                                      retry_at=now + self.policy.ack_timeout)
+                self._sent(entry.id, now + self.policy.ack_timeout)
                 return
             self._job(self._undeliverable, entry, error, now)
 
         sent.add_done_callback(written)
+
+    def _sent(self, msg_id: str, retry_at: float) -> None:
+        """A direct first copy was written: record it soon, or with its ack if that is sooner.
+
+        One UPDATE (and its commit) fewer per message when the ack comes back within
+        RECORD_SENT_AFTER; meanwhile the entry reads "queued". A crash before the record
+        leaves it queued, so it is sent again and the receiver drops the duplicate.
+        """
+        if not self._running:
+            self.outbox.attempted(msg_id, via="direct", retry_at=retry_at, now=self.clock())
+            return
+        self._unrecorded[msg_id] = retry_at
+        if self._record_timer is None:
+            delay = min(RECORD_SENT_AFTER, self.policy.ack_timeout / 2)
+            self._record_timer = asyncio.get_running_loop().call_later(delay, self._record_sent)
+
+    def _record_sent(self) -> None:
+        if self._record_timer is not None:
+            self._record_timer.cancel()
+            self._record_timer = None
+        pending, self._unrecorded = self._unrecorded, {}
+        self.outbox.attempted_all(list(pending.items()), via="direct", now=self.clock())
 
     async def _send_group(self, recipient: bytes, entries: list[OutboxEntry]) -> None:
         self._busy.add(recipient)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 
 from p2pmarket.identity import Identity
@@ -144,19 +145,33 @@ class Outbox:
             "updated=? WHERE id=? AND state IN ('queued', 'sent')",
             (error, via, error, retry_at, error, now, msg_id))
 
+    def attempted_all(self, attempts: list[tuple[str, float]], *, via: str,
+                      now: float | None = None) -> None:
+        """`attempted(id, via=via, retry_at=...)` for each (id, retry_at), in one transaction."""
+        if not attempts:
+            return
+        with self.db.transaction():
+            for msg_id, retry_at in attempts:
+                self.attempted(msg_id, via=via, retry_at=retry_at, now=now)
+
     def delivered(self, sender_of_ack: bytes, ids: tuple[str, ...],
-                  now: float | None = None) -> list[tuple[str, str]]:
+                  now: float | None = None,
+                  direct_copies: Container[str] = ()) -> list[tuple[str, str]]:
         """Mark acknowledged messages; only their recipient may acknowledge them.
 
+        `direct_copies`: ids whose direct copy was written but not yet recorded with
+        `attempted`; the same update records it (one attempt, via "direct").
         Returns (id, via) of the entries this ack delivered (not ones delivered before)."""
         now = time.time() if now is None else now
         done: list[tuple[str, str]] = []
         with self.db.transaction():
             for msg_id in ids:
+                unrecorded = msg_id in direct_copies
                 row = self.db.query_one(
-                    "UPDATE outbox SET state='delivered', updated=?, error='' WHERE id=? "
-                    "AND recipient=? AND state IN ('queued', 'sent') RETURNING via",
-                    (now, msg_id, sender_of_ack))
+                    "UPDATE outbox SET state='delivered', updated=?, error='', "
+                    "attempts=attempts+?, via=CASE WHEN ? THEN 'direct' ELSE via END "
+                    "WHERE id=? AND recipient=? AND state IN ('queued', 'sent') RETURNING via",
+                    (now, int(unrecorded), unrecorded, msg_id, sender_of_ack))
                 if row is not None:
                     done.append((msg_id, row["via"]))
         return done
