@@ -12,6 +12,7 @@ from rich.console import Console
 from textual.widgets import DataTable, Input, Static
 
 from p2pmarket.bodies import Price
+from p2pmarket.client import Event
 from tui.app import MarketApp, make_app
 from tui.forms import FormScreen
 from tui.nav import NavBar
@@ -337,3 +338,21 @@ async def test_more_results_load_as_the_cursor_nears_the_end() -> None:
         table.move_cursor(row=table.row_count - 1)  # the end: nothing more to ask for
         await settle(app, pilot)
         assert len([c for c in fake.calls if c[0] == "search"]) == 3
+
+
+async def test_a_live_refill_keeps_the_rows_and_the_cursor() -> None:
+    fake = FakeClient()
+    fake.market = [listing(n, f"Bike number {n}", 10_000 + n) for n in range(250)]
+    app, _ = fake_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("enter")
+        await settle(app, pilot)
+        table = app.screen.query_one("#results", DataTable)
+        table.move_cursor(row=table.row_count - 1)
+        await settle(app, pilot)
+        table.move_cursor(row=150)
+        await settle(app, pilot)
+        app.screen.live(Event(10, "listing.found", {}))  # the network found more
+        await settle(app, pilot)
+        assert table.row_count == 200 and table.cursor_row == 150
+        assert [c[1][1]["page_size"] for c in fake.calls if c[0] == "search"][-1] == 200

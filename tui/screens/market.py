@@ -34,6 +34,7 @@ CONDITIONS: tuple[str, ...] = get_args(Condition)
 COLUMNS = (("title", "Title", 24), ("price", "Price", 14), ("condition", "Condition", 9),
            ("seller", "Seller", 15), ("distance", "Dist", 6))  # sort keys name their column
 PAGE = 100  # results per page; more are read as the cursor nears the end of the table
+MAX_PAGE = 500  # the API's largest page
 MAX_RADIUS_KM = 20_000.0  # the API's bound: half the globe
 TITLES = {"price-min": "Price filter", "price-max": "Price filter", "radius": "Radius",
           "near": "Location"}
@@ -217,7 +218,9 @@ class MarketScreen(BaseScreen):
         self.searched = True
         if mode != "cache":
             status.update(Text(f"Searching for {q!r}…" if q else "Searching…"))
-        page = await self.call(self.client.search(q, mode=cast(Any, mode), page_size=PAGE,
+        # a live refill keeps as many rows as are shown, so the cursor stays where it is
+        size = min(MAX_PAGE, max(PAGE, len(self.hits))) if mode == "cache" else PAGE
+        page = await self.call(self.client.search(q, mode=cast(Any, mode), page_size=size,
                                                   **kw), "Search")
         if page is None:
             status.update("Search failed; see the notification.")
