@@ -31,7 +31,9 @@ from p2pmarket.storage import Database
 
 log = logging.getLogger(__name__)
 
-PEER_RECORD_EVERY = 600.0
+# how often to check our addresses (a relay reservation won or lost changes them); publish()
+# sends the peer record only when they changed or it is getting old
+PEER_RECORD_EVERY = 30.0
 
 
 class Node:
@@ -68,6 +70,9 @@ class Node:
         host, port = self.dht.address
         log.info("node %s: DHT on %s:%d, p2p on %s", self.identity.peer_id, host, port,
                  " ".join(self.host.listen_addrs()))
+        if self.host.advertised_addrs() != self.host.listen_addrs():
+            log.info("reachable at %s", " ".join(self.host.advertised_addrs()) or
+                     "no address yet (no relay reservation): messages come by mailbox")
 
     async def run(self, stop: asyncio.Event, bootstrap: list[tuple[str, int]]) -> None:
         """Join, serve and keep records alive until `stop` is set; then shut down cleanly."""

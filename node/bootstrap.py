@@ -1,8 +1,10 @@
 """`p2pmarket bootstrap`: a lightweight node for hobbyists — DHT entry point, health and metrics.
 
 It joins (or starts) the DHT, stores and serves records like any node, and exposes `/healthz`
-and Prometheus `/metrics` on loopback. No wallet, no market services. py-libp2p 0.8's circuit
-relay v2 is not wired in yet: peers behind NAT get their messages through the DHT mailbox.
+and Prometheus `/metrics` on loopback. No wallet, no market services. Given `--p2p-port`, it
+is also a circuit relay v2 hop there (`RELAY_LIMITS`) so peers behind NAT stay reachable: a node
+run with `--relay-via /ip4/<public ip>/tcp/<p2p port>/p2p/<this node's id>` reserves a slot here and
+publishes its address through it; `/healthz` shows that address (with the listen IP).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp import web
 from dht.bootstrap import load_neighbours, save_neighbours
 from dht.server import DhtNode
 from dht.storage import RecordStore
+from node.p2p.transport import P2PError
 from node.signals import stop_on_signals
 from p2pmarket.config import Config
 from p2pmarket.datadir import DB_FILE
@@ -29,20 +32,31 @@ log = logging.getLogger(__name__)
 
 DHT_KEY: web.AppKey[DhtNode] = web.AppKey("dht", DhtNode)
 STARTED: web.AppKey[float] = web.AppKey("started", float)
+RELAY_KEY: web.AppKey[Any] = web.AppKey("relay", object)  # a Libp2pHost, once started
+
+# what a hobbyist's machine grants strangers: one reservation each, 128 at once, for an hour;
+# a relayed connection lasts at most an hour and carries at most 16 MiB (market messages are
+# small; images should travel only between reachable peers)
+RELAY_LIMITS = {"max_reservations": 128, "reservation_ttl": 3600, "max_circuits_per_peer": 8,
+                "circuit_duration": 3600, "circuit_data": 16 * 1024 * 1024}
 
 
 async def healthz(request: web.Request) -> web.Response:
     dht = request.app[DHT_KEY]
     status = dht.status()
     healthy = status.listening is not None
-    body = {"status": "ok" if healthy else "down", "node_id": status.node_id,
+    body: dict[str, Any] = {"status": "ok" if healthy else "down", "node_id": status.node_id,
             "contacts": status.contacts, "records": status.records_held,
             "bootstrapped": status.bootstrapped,
             "uptime_s": round(time.time() - request.app[STARTED], 1)}
+    relay = request.app.get(RELAY_KEY)
+    if relay is not None:
+        body["relay"] = [f"{a}/p2p/{relay.peer_id}" for a in relay.listen_addrs()]
+        body["relay_reservations"] = relay.relay_reservations()
     return web.json_response(body, status=200 if healthy else 503)
 
 
-def render_metrics(dht: DhtNode, started: float) -> str:
+def render_metrics(dht: DhtNode, started: float, relay: Any = None) -> str:
     status = dht.status()
     lines = [
         "# HELP p2pmarket_dht_contacts Contacts in the routing table.",
@@ -55,6 +69,10 @@ def render_metrics(dht: DhtNode, started: float) -> str:
         "# TYPE p2pmarket_uptime_seconds gauge",
         f"p2pmarket_uptime_seconds {time.time() - started:.1f}",
     ]
+    if relay is not None:
+        lines += ["# HELP p2pmarket_relay_reservations Peers holding a relay reservation.",
+                  "# TYPE p2pmarket_relay_reservations gauge",
+                  f"p2pmarket_relay_reservations {relay.relay_reservations()}"]
     for name, value in sorted(status.stats.items()):
         metric = f"p2pmarket_dht_{name}_total"
         lines += [f"# HELP {metric} DHT protocol counter: {name.replace('_', ' ')}.",
@@ -63,7 +81,7 @@ def render_metrics(dht: DhtNode, started: float) -> str:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = render_metrics(request.app[DHT_KEY], request.app[STARTED])
+    text = render_metrics(request.app[DHT_KEY], request.app[STARTED], request.app.get(RELAY_KEY))
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -81,13 +99,26 @@ class BootstrapNode:
     """start() binds everything; run(stop) serves until `stop` is set, then shuts down."""
 
     def __init__(self, identity: Identity, db: Database, datadir: Path) -> None:
+        self.identity = identity
         self.dht = DhtNode(identity, RecordStore(db))
         self.datadir = datadir
-        self._runner = web.AppRunner(make_app(self.dht), access_log=None)
+        self._app = make_app(self.dht)
+        self._runner = web.AppRunner(self._app, access_log=None)
         self.metrics_address: tuple[str, int] | None = None
+        self.relay: Any = None  # node.p2p.host.Libp2pHost serving as relay hop
 
-    async def start(self, *, dht_host: str, dht_port: int, metrics_port: int) -> None:
+    async def start(self, *, dht_host: str, dht_port: int, metrics_port: int,
+                    relay: tuple[str, int] | None = None) -> None:
+        """Bind the DHT, metrics and (given `relay` = (host, port)) the libp2p relay hop."""
         await self.dht.listen(dht_port, dht_host)
+        if relay is not None:
+            from node.p2p.host import Libp2pHost, RelayHopLimits  # libp2p loads only here
+            hop = Libp2pHost(self.identity, relay[0], relay[1],
+                             relay_hop=RelayHopLimits(**RELAY_LIMITS))
+            await hop.start()
+            self.relay = self._app[RELAY_KEY] = hop
+            log.info("circuit relay on %s", " ".join(
+                f"{a}/p2p/{hop.peer_id}" for a in hop.listen_addrs()))
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", metrics_port)
         await site.start()
@@ -114,15 +145,20 @@ class BootstrapNode:
 
     async def close(self) -> None:
         await self._runner.cleanup()
+        if self.relay is not None:
+            await self.relay.stop()
         self.dht.stop()
 
 
-def run_bootstrap(datadir: Path, config: Config, keystore: Keystore, metrics_port: int) -> int:
-    """`p2pmarket bootstrap`: run until SIGINT/SIGTERM; returns the exit code."""
-    return asyncio.run(_serve(datadir, config, keystore, metrics_port))
+def run_bootstrap(datadir: Path, config: Config, keystore: Keystore, metrics_port: int,
+                  *, relay: bool = False) -> int:
+    """`p2pmarket bootstrap`: run until SIGINT/SIGTERM; returns the exit code. With `relay`
+    it also serves the circuit relay on `config.p2p_host`:`config.p2p_port`."""
+    return asyncio.run(_serve(datadir, config, keystore, metrics_port, relay))
 
 
-async def _serve(datadir: Path, config: Config, keystore: Keystore, metrics_port: int) -> int:
+async def _serve(datadir: Path, config: Config, keystore: Keystore, metrics_port: int,
+                 relay: bool) -> int:
     stop = asyncio.Event()
     db = Database.open(datadir / DB_FILE)
     try:
@@ -130,8 +166,9 @@ async def _serve(datadir: Path, config: Config, keystore: Keystore, metrics_port
             node = BootstrapNode(keystore.identity, db, datadir)
             try:
                 await node.start(dht_host=config.dht_host, dht_port=config.dht_port,
-                                 metrics_port=metrics_port)
-            except OSError as exc:
+                                 metrics_port=metrics_port,
+                                 relay=(config.p2p_host, config.p2p_port) if relay else None)
+            except (OSError, P2PError) as exc:
                 log.error("cannot start the bootstrap node: %s", exc)
                 await node.close()
                 return 1

@@ -81,7 +81,12 @@ async def _serve(datadir: Path, config: Config, keystore: Keystore,
         db = Database.open(datadir / DB_FILE)
         # libp2p takes most of a second to import: off the loop, so the API answers meanwhile
         host_module = await asyncio.to_thread(importlib.import_module, "node.p2p.host")
-        host = host_module.Libp2pHost(keystore.identity, config.p2p_host, config.p2p_port)
+        try:
+            host = host_module.Libp2pHost(keystore.identity, config.p2p_host, config.p2p_port,
+                                          relay_via=config.relay_via)
+        except ValueError as exc:  # a relay_via entry libp2p cannot use
+            log.error("bad relay_via: %s", exc)
+            return 1
         node = Node(keystore.identity, db, host, datadir=datadir,
                     escrow=escrow_config(config, keystore))
         try:

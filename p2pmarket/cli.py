@@ -103,7 +103,8 @@ def cmd_id(args: argparse.Namespace, _stderr: logging.Handler) -> int:
     return EXIT_OK
 
 
-_RUN_FLAGS = ("dht_host", "dht_port", "p2p_host", "p2p_port", "api_port", "bootstrap", "log_level")
+_RUN_FLAGS = ("dht_host", "dht_port", "p2p_host", "p2p_port", "api_port", "bootstrap", "relay_via",
+              "log_level")
 
 
 def cmd_run(args: argparse.Namespace, stderr: logging.Handler) -> int:
@@ -167,7 +168,8 @@ def cmd_bootstrap(args: argparse.Namespace, stderr: logging.Handler) -> int:
         file_handler = setup_node_logging(datadir, config.log_level, stderr, warnings)
         try:
             module = importlib.import_module("node.bootstrap")
-            code: int = module.run_bootstrap(datadir, config, keystore, args.metrics_port)
+            code: int = module.run_bootstrap(datadir, config, keystore, args.metrics_port,
+                                             relay=args.p2p_port is not None)
             return code
         finally:
             remove_handler(file_handler)
@@ -257,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="bootstrap peer; repeat for more (replaces the config's list)",
     )
+    run.add_argument(
+        "--relay-via",
+        metavar="MULTIADDR",
+        action="append",
+        help="this node cannot accept connections: stay reachable through this circuit relay "
+             "(/ip4/IP/tcp/PORT/p2p/RELAY_ID, e.g. a bootstrap node's); repeatable",
+    )
     run.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     run.set_defaults(func=cmd_run)
     devchain = verbs.add_parser("devchain", help="run a loopback regtest chain (Esplora API)")
@@ -273,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--dht-host", metavar="H", help="DHT UDP address (default 0.0.0.0)")
     boot.add_argument("--dht-port", metavar="P", type=int, help="DHT UDP port (default 8468)")
     boot.add_argument("--p2p-port", metavar="Q", type=int,
-                      help="libp2p port, reserved for the circuit relay (not served yet)")
+                      help="serve the circuit relay (for peers behind NAT) on this TCP port")
     boot.add_argument("--metrics-port", metavar="M", type=int, default=9468,
                       help="/healthz and /metrics on 127.0.0.1:M (default 9468)")
     boot.add_argument("--bootstrap", metavar="HOST:PORT", action="append",

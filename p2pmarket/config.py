@@ -67,6 +67,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     api_host: str = "127.0.0.1"
     api_port: int = 8470
     bootstrap: tuple[str, ...] = ()
+    relay_via: tuple[str, ...] = ()
     network: Network = "regtest"
     esplora_url: str = ""
     log_level: LogLevel = "INFO"
@@ -87,6 +88,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
                 _split_hostport(entry)
             except ValueError as exc:
                 raise ConfigError(str(exc), key="bootstrap") from None
+        for entry in self.relay_via:
+            # the full check (a multiaddr naming its relay) happens where libp2p is loaded
+            if not entry.startswith("/") or "/p2p/" not in entry or "/p2p-circuit" in entry:
+                msg = f"{entry!r} is not a relay's multiaddr (/ip4/<ip>/tcp/<port>/p2p/<id>)"
+                raise ConfigError(msg, key="relay_via")
         if self.esplora_url and not self.esplora_url.startswith(("http://", "https://")):
             raise ConfigError("must be an http:// or https:// URL", key="esplora_url")
 
@@ -105,6 +111,9 @@ _DOCS = {
     "api_host": "Address of the local HTTP API; loopback only (127.0.0.1, ::1 or localhost).",
     "api_port": "TCP port of the local HTTP API.",
     "bootstrap": 'Extra bootstrap peers as "host:port", added to bootstrap_nodes.txt.',
+    "relay_via": "Circuit relays (multiaddrs ending in /p2p/<relay id>) to stay reachable"
+    " through when this node cannot accept connections (NAT); its peer record then carries only"
+    " its relayed addresses.",
     "network": "Bitcoin network for escrow: regtest, signet, testnet or mainnet.",
     "esplora_url": 'Esplora server for the chain backend, e.g. "https://mempool.space/signet/api";'
     " empty means the network's default.",
@@ -144,7 +153,8 @@ def load_config(
 
     `cli` maps field names to flag values (None = flag not given; unknown names are an error).
     Environment variables are `P2PMARKET_<FIELD>`; an empty one counts as unset, and
-    `P2PMARKET_BOOTSTRAP` is comma-separated. `env` defaults to os.environ.
+    `P2PMARKET_BOOTSTRAP` and `P2PMARKET_RELAY_VIA` are comma-separated. `env` defaults to
+    os.environ.
     """
     environ = os.environ if env is None else env
     path = datadir / CONFIG_FILE
@@ -166,7 +176,7 @@ def load_config(
             continue
         source = f"environment variable {name}"
         parsed: object = text
-        if key == "bootstrap":
+        if key in ("bootstrap", "relay_via"):
             parsed = [part.strip() for part in text.split(",") if part.strip()]
         values[key] = _convert(key, parsed, source, strict=False)
         sources[key] = source
@@ -176,7 +186,7 @@ def load_config(
             raise ConfigError("unknown setting", key=key, source="command line")
         if raw is None:
             continue
-        if key == "bootstrap" and isinstance(raw, str):
+        if key in ("bootstrap", "relay_via") and isinstance(raw, str):
             raw = [part.strip() for part in raw.split(",") if part.strip()]
         values[key] = _convert(key, raw, "command line", strict=False)
         sources[key] = "command line"

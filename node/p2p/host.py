@@ -16,6 +16,12 @@ for writing without crossing back over.
 
 Other protocols (`/p2pmarket/blob/1.0.0`): one request frame, one answer frame, on a new stream.
 
+Circuit relay v2 (`host_relay`): with `relay_hop` the host relays for others (a bootstrap
+node); with `relay_via` it says it cannot accept connections, holds a reservation on those
+relays and `advertised_addrs()` are its `/p2p/RELAY/p2p-circuit` addresses only. Peers known
+only by such addresses are dialed through the relay; the connection is then an ordinary one
+(Noise end to end, yamux), so messages, acks and requests work over it unchanged.
+
 Misbehaviour on incoming streams (oversized or truncated frames, more than `frame_rate`
 frames a second beyond a `frame_burst`) resets that stream, counts in `violations[peer]` and
 calls `on_violation(peer, reason)`; what to do about the peer is the caller's decision.
@@ -32,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from node.p2p.framing import MAX_FRAME, encode_frame
 from node.p2p.host_engine import Engine, EngineConfig
 from node.p2p.host_libp2p import multiaddr_of, parse_addrs
+from node.p2p.host_relay import RelayHopLimits
 from node.p2p.host_runtime import RuntimeStopped, TrioRuntime, in_trio_task, wait_bridged
 from node.p2p.ids import public_of
 from node.p2p.transport import (
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
     import trio
 
 __all__ = ["Libp2pHost", "P2PError", "PeerUnreachable", "RemoteError", "RequestTimeout",
-           "RuntimeStopped", "MAX_RESPONSE"]
+           "RuntimeStopped", "MAX_RESPONSE", "RelayHopLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +109,9 @@ class Libp2pHost:
                  max_frame: int = MAX_FRAME, max_response: int = MAX_RESPONSE,
                  frame_rate: float = 1000.0, frame_burst: float = 5000.0,
                  inbox_size: int = 1024, dial_timeout: float = 10.0,
-                 on_violation: ViolationHook | None = None) -> None:
+                 on_violation: ViolationHook | None = None,
+                 relay_hop: RelayHopLimits | None = None,
+                 relay_via: tuple[str, ...] = ()) -> None:
         self.identity = identity
         self.peer_id: str = identity.peer_id
         self.max_frame, self.max_response = max_frame, max_response
@@ -115,7 +124,11 @@ class Libp2pHost:
         self._config = EngineConfig(
             seed=identity.seed(), listen=multiaddr_of(f"/{family}/{host}/tcp/{port}"),
             max_frame=max_frame, max_response=max_response, frame_rate=frame_rate,
-            frame_burst=frame_burst, inbox_size=inbox_size, dial_timeout=dial_timeout)
+            frame_burst=frame_burst, inbox_size=inbox_size, dial_timeout=dial_timeout,
+            relay_hop=relay_hop, relay_via=tuple(relay_via))
+        for relay_addr in relay_via:
+            if multiaddr_of(relay_addr).get_peer_id() is None:
+                raise ValueError(f"a relay address needs /p2p/<relay id>: {relay_addr!r}")
         self._handlers: dict[str, RequestHandler] = {}
         self._known: dict[str, list[Any]] = {}  # peer id -> multiaddrs
         self._pending: set[asyncio.Future[Any]] = set()
@@ -222,6 +235,21 @@ class Libp2pHost:
     def listen_addrs(self) -> list[str]:
         """Bound addresses (the real port when started with port 0), without `/p2p/...`."""
         return list(self._addrs)
+
+    def advertised_addrs(self) -> list[str]:
+        """The addresses others should dial us at (what our `peer` record publishes).
+
+        With `relay_via` the node says it cannot accept connections: only its addresses
+        through relays that hold a reservation for it now (possibly none). Otherwise its
+        bound addresses.
+        """
+        if not self._config.relay_via:
+            return self.listen_addrs()
+        return self._engine.relayed_addrs() if self._engine is not None else []
+
+    def relay_reservations(self) -> int:
+        """Peers holding a reservation on this host's relay hop (0 when it is none)."""
+        return self._engine.relay_reservations() if self._engine is not None else 0
 
     def add_peer(self, peer_id: str, addrs: list[str]) -> None:
         """Set the addresses to dial `peer_id` at (they replace earlier ones for that peer)."""

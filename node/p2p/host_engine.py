@@ -29,6 +29,7 @@ from node.p2p.host_libp2p import (
     reset_stream,
 )
 from node.p2p.host_limits import PeerBuckets
+from node.p2p.host_relay import RESERVE_TIMEOUT, Relay, RelayHopLimits, is_circuit
 from node.p2p.host_runtime import RuntimeStopped, TrioRuntime
 from node.p2p.transport import (
     MSG_PROTOCOL,
@@ -60,6 +61,8 @@ class EngineConfig:
     frame_burst: float
     inbox_size: int
     dial_timeout: float
+    relay_hop: RelayHopLimits | None = None  # serve as a circuit relay v2 hop
+    relay_via: tuple[str, ...] = ()          # relays to hold a reservation on
 
 
 class Sink(Protocol):
@@ -97,6 +100,7 @@ class Engine:
         self.handlers = handlers      # shared with the asyncio side: protocol -> handler
         self.known = known            # shared with the asyncio side: peer id -> addresses
         self.host: IHost | None = None
+        self.relay: Relay | None = None
         self.nursery: trio.Nursery | None = None
         self._stop = trio.Event()
         self._credits = trio.Semaphore(config.inbox_size)
@@ -124,6 +128,7 @@ class Engine:
                     addrs = [str(a) for a in host.get_transport_addrs()]
                     if not addrs:
                         raise P2PError(f"could not listen on {self.config.listen}")
+                    await self._start_relay(host, nursery)
                     task_status.started((host.get_id().to_base58(), addrs))
                     started = True
                     await self._stop.wait()
@@ -140,6 +145,27 @@ class Engine:
         finally:
             self.nursery = None
             self.runtime.post(self.sink.exited)
+
+    async def _start_relay(self, host: IHost, nursery: trio.Nursery) -> None:
+        """Serve circuit relay v2 (stop, and hop if configured); reserve on `relay_via`,
+        waiting for the first answer of each so the first published addresses include them."""
+        relay = self.relay = Relay(host, self.config.relay_hop)
+        await nursery.start(relay.serve)
+        firsts = []
+        for relay_addr in self.config.relay_via:
+            first = trio.Event()
+            firsts.append(first)
+            nursery.start_soon(relay.keep_reservation, relay_addr, first)
+        with trio.move_on_after(RESERVE_TIMEOUT + 1.0):
+            for first in firsts:
+                await first.wait()
+
+    def relayed_addrs(self) -> list[str]:
+        """Our addresses through the relays that currently hold a reservation for us."""
+        return list(self.relay.reserved.values()) if self.relay is not None else []
+
+    def relay_reservations(self) -> int:
+        return self.relay.reservations() if self.relay is not None else 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -171,7 +197,12 @@ class Engine:
         network = host.get_network()
         if any(not conn.is_closed for conn in network.get_connections(peer)):
             return
-        addrs = self.known.get(peer.to_base58())
+        known = self.known.get(peer.to_base58()) or []
+        addrs = [a for a in known if not is_circuit(a)]
+        circuits = [a for a in known if is_circuit(a)]
+        if circuits and not addrs:
+            await self._connect_relayed(peer, circuits, timeout)
+            return
         if addrs:
             # our list replaces what libp2p holds (it dials stale addresses first otherwise),
             # with a permanent TTL (libp2p's own connect() lets addresses expire after 120 s)
@@ -183,13 +214,23 @@ class Engine:
         negative_cache = getattr(network, "_negative_peer_cache", None)
         if negative_cache is not None:
             negative_cache.evict(str(peer))
-        with trio.move_on_after(timeout) as cs:
-            try:
-                await network.dial_peer(peer)
-            except Exception as exc:
-                raise PeerUnreachable(f"cannot dial {peer}: {exc}") from exc
-        if cs.cancelled_caught:
-            raise PeerUnreachable(f"dialing {peer} took over {timeout} s")
+        try:
+            with trio.move_on_after(timeout) as cs:
+                try:
+                    await network.dial_peer(peer)
+                except Exception as exc:
+                    raise PeerUnreachable(f"cannot dial {peer}: {exc}") from exc
+            if cs.cancelled_caught:
+                raise PeerUnreachable(f"dialing {peer} took over {timeout} s")
+        except PeerUnreachable:
+            if not circuits:
+                raise
+            await self._connect_relayed(peer, circuits, timeout)
+
+    async def _connect_relayed(self, peer: ID, circuits: list[Any], timeout: float) -> None:
+        if self.relay is None:
+            raise PeerUnreachable(f"{peer} is reachable only through a relay")
+        await self.relay.dial_any(peer, circuits, timeout)
 
     async def _negotiate(self, peer: ID, protocol: str) -> INetStream:
         host = self._require_host()

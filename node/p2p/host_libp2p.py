@@ -92,10 +92,22 @@ def multiaddr_of(text: str) -> Any:
 
 
 def parse_addrs(peer_id: str, addrs: list[str]) -> list[Any]:
-    """Multiaddrs to dial `peer_id` at; a `/p2p/<id>` suffix must name that peer."""
+    """Multiaddrs to dial `peer_id` at; a `/p2p/<id>` suffix must name that peer.
+
+    Direct addresses lose that suffix; relayed ones (`.../p2p/RELAY/p2p-circuit`) keep or gain
+    it, since the relay needs to know whom to connect to.
+    """
     parsed: list[Any] = []
     for text in addrs:
         addr = multiaddr_of(text)
+        if "/p2p-circuit" in text:
+            head, _, tail = text.partition("/p2p-circuit")
+            if tail not in ("", f"/p2p/{peer_id}"):
+                raise ValueError(f"{text!r} does not lead to peer {peer_id}")
+            if multiaddr_of(head).get_peer_id() is None:
+                raise ValueError(f"{text!r} does not name its relay (/p2p/<id>)")
+            parsed.append(multiaddr_of(f"{head}/p2p-circuit/p2p/{peer_id}"))
+            continue
         named = addr.get_peer_id()
         if named is not None:
             if named != peer_id:

@@ -53,6 +53,9 @@ class MemoryHost:
     def listen_addrs(self) -> list[str]:
         return [f"/memory/{self.peer_id}"]
 
+    def advertised_addrs(self) -> list[str]:
+        return self.listen_addrs()
+
     def add_peer(self, peer_id: str, addrs: list[str]) -> None:
         self._known[peer_id] = list(addrs)
 

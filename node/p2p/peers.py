@@ -1,7 +1,8 @@
 """Peer addresses through the DHT: publish this node's signed `peer` record, resolve others'.
 
-A `peer` record carries the node's libp2p listen addresses and its X25519 key for sealed mail;
-it is re-published before it expires and whenever the addresses change.
+A `peer` record carries the addresses the node is reachable at (direct, or through relays) and
+its X25519 key for sealed mail; it is re-published before it expires and whenever the
+addresses change.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class PeerDirectory:
         """(Re)publish our peer record if the addresses changed or it is getting old."""
         if self.dht is None:
             return False
-        addrs = tuple(self.host.listen_addrs()[:8])
+        addrs = tuple(self.host.advertised_addrs()[:8])
         now = time.time()
         if (not force and self._published is not None and self._published[0] == addrs
                 and now - self._published[1] < REPUBLISH_AFTER):
