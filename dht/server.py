@@ -191,25 +191,32 @@ class DhtNode(Server):
                 n.distance_to(target) for n in nodes):
             report.stored_locally = self.records.put(key, record, now=self.clock()).value in (
                 "stored", "refreshed")
-        pending = nodes
+        pending: list[Node] = nodes
+        again: dict[bytes, str] = {}  # node id -> why it is asked again
+        timed_out: set[bytes] = set()
         for delay in STORE_RETRY_DELAYS:
             answers = await asyncio.gather(
                 *(proto.call_node(n, "store", self.node.id, key, record.raw) for n in pending))
-            limited = []
+            again, retry = {}, []
             for node, (ok, answer) in zip(pending, answers, strict=True):
                 if ok and answer in ("stored", "refreshed"):
                     report.accepted += 1
                 elif ok and isinstance(answer, dict) and answer.get("error") == "rate-limited":
-                    limited.append(node)
+                    again[node.id] = "rate-limited"  # the peer asked us to slow down
+                    retry.append(node)
+                elif not ok and node.id not in timed_out:  # a lost datagram: one more try
+                    timed_out.add(node.id)
+                    again[node.id] = "timeout"
+                    retry.append(node)
                 else:
                     reason = str(answer) if ok else "timeout"
                     report.refused[reason] = report.refused.get(reason, 0) + 1
-            pending = limited
+            pending = retry
             if not pending:
                 break
-            await asyncio.sleep(delay)  # the peer asked us to slow down
-        if pending:
-            report.refused["rate-limited"] = len(pending)
+            await asyncio.sleep(delay)
+        for reason in again.values() if pending else ():
+            report.refused[reason] = report.refused.get(reason, 0) + 1
         if remember and record.publisher == self.identity.public:
             self.records.remember_published(key, record, now=self.clock())
         return report
