@@ -556,8 +556,16 @@ class FakeClient:
         for n, item in enumerate(self.mine):
             if item.id == listing_id:
                 price = changes.get("price")
+                if "category" in changes and not is_category(changes["category"]):
+                    raise ApiError(422, "urn:p2pmarket:problem:validation", "Invalid input",
+                                   "unknown category",
+                                   [{"pointer": "/category",
+                                     "detail": f"unknown category {changes['category']!r}"}])
                 self.mine[n] = msgspec.structs.replace(
                     item, title=changes.get("title", item.title),
+                    category=changes.get("category", item.category),
+                    condition=changes.get("condition", item.condition),
+                    description=changes.get("description", item.description),
                     quantity=changes.get("quantity", item.quantity),
                     images=msgspec.convert(changes.get("images", item.images), list[ImageRef]),
                     price=Price(price["amount"], price["currency"]) if price else item.price)

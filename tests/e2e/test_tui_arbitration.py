@@ -356,3 +356,27 @@ async def test_a_live_refill_keeps_the_rows_and_the_cursor() -> None:
         await settle(app, pilot)
         assert table.row_count == 200 and table.cursor_row == 150
         assert [c[1][1]["page_size"] for c in fake.calls if c[0] == "search"][-1] == 200
+
+
+async def test_edit_a_listing_description_condition_and_category() -> None:
+    app, fake = fake_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f4")
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        assert form.query_one("#f-category", Input).value == "sports/bikes"
+        form.query_one("#f-category", Input).value = "sports/nowhere"
+        form.query_one("#f-description", Input).value = "New chain, 2 owners."
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form  # the API's 422 under the category field
+        assert "unknown category" in str(form.query_one("#err-category", Static).render())
+        form.query_one("#f-category", Input).value = "sports/bikes"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert fake.mine[0].description == "New chain, 2 owners."
+        sent = [c for c in fake.calls if c[0] == "edit_listing"][-1][1][1]
+        assert sent["condition"] == "good" and sent["category"] == "sports/bikes"

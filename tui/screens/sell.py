@@ -150,7 +150,10 @@ class SellScreen(BaseScreen):
             except ValueError as exc:
                 raise FieldInvalid("quantity", str(exc)) from None
             changes: dict[str, Any] = {"title": values["title"], "quantity": quantity,
-                                       "price": {"amount": amount, "currency": currency}}
+                                       "price": {"amount": amount, "currency": currency},
+                                       "category": values["category"].strip(),
+                                       "condition": values["condition"],
+                                       "description": values["description"]}
             if values["images"].strip():  # empty keeps the listing's images
                 changes["images"] = await upload_images(self.client, values["images"])
             await self.client.edit_listing(item.id, changes)
@@ -159,6 +162,9 @@ class SellScreen(BaseScreen):
             Field("title", "Title", item.title),
             Field("price", f"Price {currency}", money(item.price).split()[0]),
             Field("quantity", "Quantity", str(item.quantity)),
+            Field("category", "Category", item.category, suggest=all_paths()),
+            Field("condition", "Condition", item.condition, choices=get_args(Condition)),
+            Field("description", "Description", item.description),
             Field("images", "Images", placeholder=(
                 f"{len(item.images)} kept; files given here replace them" if item.images
                 else IMAGES_HINT)),
