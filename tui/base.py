@@ -8,10 +8,11 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from textual.screen import Screen
-from textual.widgets import Header
+from textual.widgets import DataTable, Header
 
 from p2pmarket.client import ClientError, Event
 from tui.format import describe_error
+from tui.forms import Field, FormScreen, Submit
 from tui.nav import NavBar
 
 if TYPE_CHECKING:
@@ -30,6 +31,14 @@ async def guarded(owner: Any, call: Awaitable[T], what: str = "") -> T | None:
         owner.notify(describe_error(exc), title=what or "Error", severity="error", timeout=8,
                      markup=False)
         return None
+
+
+def data_table(table_id: str, columns: tuple[tuple[str, str, int], ...]) -> DataTable[str]:
+    """A row-cursor table with (label, key, width) columns, as the list screens show."""
+    table: DataTable[str] = DataTable(id=table_id, cursor_type="row", zebra_stripes=True)
+    for label, key, width in columns:
+        table.add_column(label, key=key, width=width)
+    return table
 
 
 class BaseScreen(Screen[None]):
@@ -53,6 +62,17 @@ class BaseScreen(Screen[None]):
 
     def action_refresh(self) -> None:
         self.load()
+
+    NOTICE = ""  # the title of the notification a completed form shows
+
+    def open_form(self, title: str, fields: list[Field], submit: Submit, done: str,
+                  note: str = "") -> None:
+        """A modal form; once `submit` succeeded, `done` is notified and the screen reloads."""
+        def after(ok: bool | None) -> None:
+            if ok:
+                self.notify(done, title=self.NOTICE)
+                self.load()
+        self.app.push_screen(FormScreen(title, fields, submit, note=note), after)
 
     def live(self, event: Event) -> None:
         """A live event from the node (screens re-read on the ones that concern them)."""

@@ -17,9 +17,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 from p2pmarket.client import ApiError, ClientError, Event
 from p2pmarket.client_schemas import ArbiterOut
 from p2pmarket.client_schemas_trade import ArbiterFields, CaseFileOut, DisputeOut
-from tui.base import BaseScreen
+from tui.base import BaseScreen, data_table
 from tui.format import describe_error, esc, plain, short, to_int
-from tui.forms import Field, FieldInvalid, FormScreen, Submit
+from tui.forms import Field, FieldInvalid
 
 NO_ESCROW = 501
 DEFAULT_MINER_FEE = 2_000  # sat left for the network fee by the form's suggested split
@@ -92,6 +92,7 @@ def case_summary(d: DisputeOut) -> str:
 
 
 class DisputesScreen(BaseScreen):
+    NOTICE = "Arbitration"
     BINDINGS = [
         Binding("u", "rule", "Rule", id="disputes.rule"),
         Binding("a", "advertise", "Advertise", id="disputes.advertise"),
@@ -109,12 +110,9 @@ class DisputesScreen(BaseScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("Loading…", id="arbiter-advert")
-        table: DataTable[str] = DataTable(id="disputes", cursor_type="row", zebra_stripes=True)
-        for label, key, width in (("Order", "order", 14), ("State", "state", 10),
+        yield data_table("disputes", (("Order", "order", 14), ("State", "state", 10),
                                   ("Amount sat", "amount", 11), ("Opened by", "by", 9),
-                                  ("Heard", "heard", 12), ("Due", "due", 11)):
-            table.add_column(label, key=key, width=width)
-        yield table
+                                  ("Heard", "heard", 12), ("Due", "due", 11)))
         with VerticalScroll(id="dispute-detail"):
             yield Static("", id="dispute-summary")
             yield Static("", id="dispute-logs")
@@ -202,14 +200,6 @@ class DisputesScreen(BaseScreen):
 
     # -- actions ---------------------------------------------------------------------------
 
-    def _form(self, title: str, fields: list[Field], submit: Submit, done: str,
-              note: str = "") -> None:
-        def after(ok: bool | None) -> None:
-            if ok:
-                self.notify(done, title="Arbitration")
-                self.load()
-        self.app.push_screen(FormScreen(title, fields, submit, note=note), after)
-
     def action_rule(self) -> None:
         d = self.current
         if d is None or not d.can_rule:
@@ -244,7 +234,7 @@ class DisputesScreen(BaseScreen):
             await self.client.rule_case(d.order_id, buyer, seller, v["note"])
 
         share = max(0, d.amount_sat - d.max_fee_sat - miner_default)
-        self._form(f"Rule on {d.order_id}", [
+        self.open_form(f"Rule on {d.order_id}", [
             Field("buyer_sat", "To buyer sat", str(share // 2)),
             Field("seller_sat", "To seller sat", str(share - share // 2),
                   placeholder="empty: the rest"),
@@ -272,7 +262,7 @@ class DisputesScreen(BaseScreen):
                 name=v["name"].strip(), description=v["description"],
                 fee_percent_bp=round(percent * 100), fee_fixed_sat=fixed))
 
-        self._form("Advertise as an arbiter", [
+        self.open_form("Advertise as an arbiter", [
             Field("name", "Name", a.name if a else ""),
             Field("description", "Languages, terms", a.description if a else ""),
             Field("fee_percent", "Fee %", f"{a.fee_percent_bp / 100:g}" if a else "1",
@@ -287,7 +277,7 @@ class DisputesScreen(BaseScreen):
         async def submit(_v: dict[str, str]) -> None:
             await self.client.withdraw_arbiter_advert()
 
-        self._form("Stop arbitrating?", [], submit, "Advert withdrawn.",
+        self.open_form("Stop arbitrating?", [], submit, "Advert withdrawn.",
                    note="Open cases stay here until ruled; new listings cannot name you.")
 
     def live(self, event: Event) -> None:

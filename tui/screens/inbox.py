@@ -11,9 +11,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.client import Event
 from p2pmarket.client_schemas_trade import ChatOut, ConversationOut, OfferOut
-from tui.base import BaseScreen
+from tui.base import BaseScreen, data_table
 from tui.format import ago, esc, money, plain, short, to_int, to_minor
-from tui.forms import Field, FieldInvalid, FormScreen, Submit
+from tui.forms import Field, FieldInvalid
 
 LIVE = ("open", "countered")
 
@@ -46,6 +46,7 @@ def inquiry_text(conv: ConversationOut, chat: list[ChatOut]) -> str:
 
 
 class InboxScreen(BaseScreen):
+    NOTICE = "Negotiation"
     BINDINGS = [
         Binding("a", "accept", "Accept", id="inbox.accept"),
         Binding("c", "counter", "Counter", id="inbox.counter"),
@@ -63,12 +64,9 @@ class InboxScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table: DataTable[str] = DataTable(id="offers", cursor_type="row", zebra_stripes=True)
-        for label, key, width in (("Role", "role", 6), ("Title", "title", 22),
+        yield data_table("offers", (("Role", "role", 6), ("Title", "title", 22),
                                   ("State", "state", 10), ("Last offer", "price", 14),
-                                  ("Updated", "updated", 8)):
-            table.add_column(label, key=key, width=width)
-        yield table
+                                  ("Updated", "updated", 8)))
         yield Static("Loading negotiations…", id="offer-detail")
         yield Footer(compact=True)
 
@@ -144,13 +142,6 @@ class InboxScreen(BaseScreen):
 
     # -- actions ---------------------------------------------------------------------------
 
-    def _form(self, title: str, fields: list[Field], submit: Submit, done: str) -> None:
-        def after(ok: bool | None) -> None:
-            if ok:
-                self.notify(done, title="Negotiation")
-                self.load()
-        self.app.push_screen(FormScreen(title, fields, submit), after)
-
     def action_accept(self) -> None:
         self.act("accept")
 
@@ -183,7 +174,7 @@ class InboxScreen(BaseScreen):
                 raise FieldInvalid("quantity", str(exc)) from None
             await self.client.counter_offer(offer.id, amount, quantity=quantity, note=v["note"])
 
-        self._form(f"Counter on {offer.title}", [
+        self.open_form(f"Counter on {offer.title}", [
             Field("amount", f"Total {currency}", money(last.price).split()[0]),
             Field("quantity", "Quantity", str(last.quantity)),
             Field("note", "Note")], submit, "Counter-offer sent.")
@@ -196,7 +187,7 @@ class InboxScreen(BaseScreen):
         async def submit(v: dict[str, str]) -> None:
             await self.client.decline_offer(offer.id, v["reason"])
 
-        self._form(f"Decline the offer on {offer.title}?", [Field("reason", "Reason")], submit,
+        self.open_form(f"Decline the offer on {offer.title}?", [Field("reason", "Reason")], submit,
                    "Offer declined.")
 
     def action_withdraw(self) -> None:
@@ -207,7 +198,7 @@ class InboxScreen(BaseScreen):
         async def submit(v: dict[str, str]) -> None:
             await self.client.withdraw_offer(offer.id, v["reason"])
 
-        self._form(f"Withdraw from {offer.title}?", [Field("reason", "Reason")], submit,
+        self.open_form(f"Withdraw from {offer.title}?", [Field("reason", "Reason")], submit,
                    "Offer withdrawn.")
 
     def action_message(self) -> None:
@@ -223,7 +214,7 @@ class InboxScreen(BaseScreen):
                 raise FieldInvalid("text", "write something first")
             await self.client.send_message(conversation, v["text"])
 
-        self._form(f"Message about {title}", [Field("text", "Message")], submit,
+        self.open_form(f"Message about {title}", [Field("text", "Message")], submit,
                    "Message queued.")
 
     def live(self, event: Event) -> None:

@@ -13,9 +13,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.client import ApiError, ClientError, Event
 from p2pmarket.client_schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
-from tui.base import BaseScreen
+from tui.base import BaseScreen, data_table
 from tui.format import describe_error, esc, money, plain, short, to_int
-from tui.forms import Field, FieldInvalid, FormScreen, Submit
+from tui.forms import Field, FieldInvalid
 
 # action name -> the order step kind the API lists in `OrderOut.can`
 STEP_OF = {"ship": "shipped", "confirm": "received", "cancel": "cancelled", "paid": "paid",
@@ -71,6 +71,7 @@ def order_text(order: OrderOut, escrow: EscrowOut | None, wallet: WalletOut | No
 
 
 class OrdersScreen(BaseScreen):
+    NOTICE = "Order"
     BINDINGS = [
         Binding("s", "ship", "Ship", id="orders.ship"),
         Binding("c", "confirm", "Received", id="orders.confirm"),
@@ -98,12 +99,9 @@ class OrdersScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table: DataTable[str] = DataTable(id="orders", cursor_type="row", zebra_stripes=True)
-        for label, key, width in (("Role", "role", 6), ("Title", "title", 18),
+        yield data_table("orders", (("Role", "role", 6), ("Title", "title", 18),
                                   ("State", "state", 16), ("Price", "price", 14),
-                                  ("With", "with", 15)):
-            table.add_column(label, key=key, width=width)
-        yield table
+                                  ("With", "with", 15)))
         yield Static("Loading orders…", id="order-detail")
         yield Footer(compact=True)
 
@@ -182,13 +180,6 @@ class OrdersScreen(BaseScreen):
 
     # -- actions ---------------------------------------------------------------------------
 
-    def _form(self, title: str, fields: list[Field], submit: Submit, done: str) -> None:
-        def after(ok: bool | None) -> None:
-            if ok:
-                self.notify(done, title="Order")
-                self.load()
-        self.app.push_screen(FormScreen(title, fields, submit), after)
-
     def action_ship(self) -> None:
         order = self.current
         if order is None:
@@ -200,7 +191,7 @@ class OrdersScreen(BaseScreen):
                     raise FieldInvalid(name, f"the {name} is required")
             await self.client.ship_order(order.id, v["carrier"].strip(), v["tracking"].strip())
 
-        self._form(f"Ship {order.title}", [Field("carrier", "Carrier"),
+        self.open_form(f"Ship {order.title}", [Field("carrier", "Carrier"),
                                            Field("tracking", "Tracking no.")], submit,
                    "Marked as shipped.")
 
@@ -212,7 +203,7 @@ class OrdersScreen(BaseScreen):
         async def submit(v: dict[str, str]) -> None:
             await self.client.cancel_order(order.id, v["reason"])
 
-        self._form(f"Cancel {order.title}?", [Field("reason", "Reason")], submit,
+        self.open_form(f"Cancel {order.title}?", [Field("reason", "Reason")], submit,
                    "Order cancelled.")
 
     def action_address(self) -> None:
@@ -225,7 +216,7 @@ class OrdersScreen(BaseScreen):
                 raise FieldInvalid("address", "the address is required")
             await self.client.send_address(order.id, v["address"])
 
-        self._form("Shipping address (sealed to the seller)", [Field("address", "Address")],
+        self.open_form("Shipping address (sealed to the seller)", [Field("address", "Address")],
                    submit, "Address sent.")
 
     def action_dispute(self) -> None:
@@ -238,7 +229,7 @@ class OrdersScreen(BaseScreen):
                 raise FieldInvalid("reason", "say what went wrong")
             await self.client.open_dispute(order.id, v["reason"])
 
-        self._form(f"Dispute {order.title}", [Field("reason", "Reason")], submit,
+        self.open_form(f"Dispute {order.title}", [Field("reason", "Reason")], submit,
                    "Dispute opened; the arbiter will rule.")
 
     def action_evidence(self) -> None:
@@ -251,7 +242,7 @@ class OrdersScreen(BaseScreen):
                 raise FieldInvalid("text", "say what the arbiter should know")
             await self.client.add_evidence(order.id, v["text"])
 
-        self._form(f"Evidence on {order.title}", [Field("text", "Evidence")], submit,
+        self.open_form(f"Evidence on {order.title}", [Field("text", "Evidence")], submit,
                    "Evidence sent to the arbiter.")
 
     def action_review(self) -> None:
@@ -266,7 +257,7 @@ class OrdersScreen(BaseScreen):
                 raise FieldInvalid("stars", str(exc)) from None
             await self.client.review_order(order.id, stars, v["text"])
 
-        self._form(f"Review the seller of {order.title}", [
+        self.open_form(f"Review the seller of {order.title}", [
             Field("stars", "Stars (1-5)", "5"), Field("text", "Review")], submit,
             "Review published (it replaces an earlier one of this order).")
 

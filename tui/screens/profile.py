@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.client import Event
 from p2pmarket.client_schemas import ProfileOut
-from tui.base import BaseScreen
+from tui.base import BaseScreen, data_table
 from tui.format import esc, plain
 from tui.forms import Field, FieldInvalid, FormScreen
 from tui.images import ImagePreview, read_image_files
@@ -69,11 +69,8 @@ class ProfileScreen(BaseScreen):
         with Horizontal(id="profile-top"):
             yield Static("Loading my profile…", id="my-profile")
             yield ImagePreview(self.client, [], "", box=AVATAR_BOX, id="my-avatar")
-        table: DataTable[str] = DataTable(id="my-reviews", cursor_type="row", zebra_stripes=True)
-        for label, key, width in (("Stars", "stars", 6), ("Review", "text", 48),
-                                  ("Date", "date", 10)):
-            table.add_column(label, key=key, width=width)
-        yield table
+        yield data_table("my-reviews", (("Stars", "stars", 6), ("Review", "text", 48),
+                                  ("Date", "date", 10)))
         yield Static("", id="reviews-status")
         yield Footer(compact=True)
 

@@ -14,9 +14,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 from p2pmarket.bodies import Condition, Currency
 from p2pmarket.client_schemas import ImageRef, ListingOut
 from p2pmarket.taxonomy import all_paths
-from tui.base import BaseScreen
+from tui.base import BaseScreen, data_table
 from tui.format import money, plain, to_int, to_minor
-from tui.forms import Field, FieldInvalid, FormScreen, Submit
+from tui.forms import Field, FieldInvalid
 from tui.images import read_image_files
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ async def upload_images(client: Client, text: str) -> list[ImageRef]:
 
 
 class SellScreen(BaseScreen):
+    NOTICE = "Sell"
     BINDINGS = [
         Binding("n", "new", "New", id="sell.new"),
         Binding("e", "edit", "Edit", id="sell.edit"),
@@ -74,12 +75,9 @@ class SellScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        table: DataTable[str] = DataTable(id="my-listings", cursor_type="row", zebra_stripes=True)
-        for label, key, width in (("Title", "title", 26), ("Price", "price", 14),
+        yield data_table("my-listings", (("Title", "title", 26), ("Price", "price", 14),
                                   ("Qty", "qty", 4), ("Category", "category", 16),
-                                  ("Cond.", "condition", 9)):
-            table.add_column(label, key=key, width=width)
-        yield table
+                                  ("Cond.", "condition", 9)))
         yield Static("", id="sell-status")
         yield Footer(compact=True)
 
@@ -106,20 +104,13 @@ class SellScreen(BaseScreen):
         key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         return self.listings.get(str(key))
 
-    def _form(self, title: str, fields: list[Field], submit: Submit, done: str) -> None:
-        def after(ok: bool | None) -> None:
-            if ok:
-                self.notify(done, title="Sell")
-                self.load()
-        self.app.push_screen(FormScreen(title, fields, submit), after)
-
     def action_new(self) -> None:
         async def submit(values: dict[str, str]) -> None:
             fields = listing_fields(values)
             fields["images"] = await upload_images(self.client, values["images"])
             await self.client.create_listing(fields)
 
-        self._form("New listing", [
+        self.open_form("New listing", [
             Field("title", "Title"),
             Field("price", "Price", placeholder="12.50"),
             Field("currency", "Currency", "EUR", choices=get_args(Currency),
@@ -158,7 +149,7 @@ class SellScreen(BaseScreen):
                 changes["images"] = await upload_images(self.client, values["images"])
             await self.client.edit_listing(item.id, changes)
 
-        self._form(f"Edit {item.title}", [
+        self.open_form(f"Edit {item.title}", [
             Field("title", "Title", item.title),
             Field("price", f"Price {currency}", money(item.price).split()[0]),
             Field("quantity", "Quantity", str(item.quantity)),
@@ -178,4 +169,4 @@ class SellScreen(BaseScreen):
         async def submit(_values: dict[str, str]) -> None:
             await self.client.delete_listing(item.id)
 
-        self._form(f"Delete {item.title}?", [], submit, "Listing deleted.")
+        self.open_form(f"Delete {item.title}?", [], submit, "Listing deleted.")
