@@ -93,9 +93,9 @@ async def measure(url: str, token: str, args: argparse.Namespace) -> dict[str, A
 
 def seed_cache(node: Any, count: int) -> None:
     """`count` signed listings of 50 other sellers in the node's search cache."""
-    from p2pmarket.bodies import Listing, Location, Price
     from p2pmarket.identity import Identity
-    from p2pmarket.records import sign_record
+    from p2pmarket.wire.bodies import Listing, Location, Price
+    from p2pmarket.wire.records import sign_record
 
     rng = random.Random(7)
     sellers = [Identity.generate() for _ in range(50)]

@@ -30,8 +30,8 @@ from node.p2p.messenger import MessageDelivered, Messenger  # noqa: E402
 from node.p2p.outbox import Outbox  # noqa: E402
 from node.p2p.peers import PeerDirectory  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
-from p2pmarket.messages import Chat  # noqa: E402
 from p2pmarket.storage import Database  # noqa: E402
+from p2pmarket.wire.messages import Chat  # noqa: E402
 
 WARMUP = 20
 

@@ -39,10 +39,10 @@ from kademlia.protocol import KademliaProtocol  # noqa: E402
 
 from dht.server import DhtNode  # noqa: E402
 from dht.testing import make_node  # noqa: E402
-from p2pmarket import bodies as b  # noqa: E402
-from p2pmarket.dhtkeys import record_key  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
-from p2pmarket.records import Record, sign_record  # noqa: E402
+from p2pmarket.wire import bodies as b  # noqa: E402
+from p2pmarket.wire.dhtkeys import record_key  # noqa: E402
+from p2pmarket.wire.records import Record, sign_record  # noqa: E402
 
 CONCURRENCY = 16  # gets (and puts) in flight at once
 MAX_GETS = 200  # gets per phase at most

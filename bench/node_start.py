@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from node.market.cache import ListingCache  # noqa: E402
 from p2pmarket import geohash  # noqa: E402
-from p2pmarket.bodies import Listing, Location, Price  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
-from p2pmarket.records import sign_record  # noqa: E402
 from p2pmarket.storage import Database  # noqa: E402
+from p2pmarket.wire.bodies import Listing, Location, Price  # noqa: E402
+from p2pmarket.wire.records import sign_record  # noqa: E402
 
 BARE_APP = """
 import sys

@@ -47,11 +47,11 @@ from node.market.moderation import Blocklist  # noqa: E402
 from node.market.search import INDEX_PAGES, Search, geo_terms  # noqa: E402
 from node.market.terms import listing_terms, tokens  # noqa: E402
 from p2pmarket import geohash  # noqa: E402
-from p2pmarket.bodies import Listing  # noqa: E402
-from p2pmarket.dhtkeys import index_key  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
-from p2pmarket.records import AnyRecord, Record, sign_record  # noqa: E402
 from p2pmarket.storage import Database  # noqa: E402
+from p2pmarket.wire.bodies import Listing  # noqa: E402
+from p2pmarket.wire.dhtkeys import index_key  # noqa: E402
+from p2pmarket.wire.records import AnyRecord, Record, sign_record  # noqa: E402
 
 JOIN_BATCH = 25
 QUERY_CAP = 120.0  # seconds one search may take before it counts as failed

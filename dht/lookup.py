@@ -16,7 +16,7 @@ from kademlia.node import Node
 
 from dht.protocol import Result, parse_nodes
 from dht.validate import valid_records
-from p2pmarket.records import AnyRecord
+from p2pmarket.wire.records import AnyRecord
 
 if TYPE_CHECKING:
     from dht.protocol import MarketProtocol

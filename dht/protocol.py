@@ -27,10 +27,10 @@ from dht.ratelimit import RateLimiter
 from dht.rtt import RttEstimator
 from dht.storage import PutResult, RecordStore
 from dht.validate import validate_for_key
-from p2pmarket.dhtkeys import KEY_SIZE
 from p2pmarket.identity import Identity, node_id_from_public, verify
-from p2pmarket.records import RecordError
 from p2pmarket.storage import StorageError
+from p2pmarket.wire.dhtkeys import KEY_SIZE
+from p2pmarket.wire.records import RecordError
 
 log = logging.getLogger(__name__)
 

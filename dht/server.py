@@ -25,9 +25,9 @@ from dht.protocol import MarketProtocol, Result
 from dht.rtt import RttEstimator
 from dht.storage import RecordStore
 from dht.validate import valid_records, validate_for_key
-from p2pmarket.dhtkeys import is_multi, record_key, record_slot
 from p2pmarket.identity import Identity
-from p2pmarket.records import AnyRecord, RecordError
+from p2pmarket.wire.dhtkeys import is_multi, record_key, record_slot
+from p2pmarket.wire.records import AnyRecord, RecordError
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from p2pmarket.dhtkeys import record_slot
-from p2pmarket.records import AnyRecord
 from p2pmarket.storage import Database
+from p2pmarket.wire.dhtkeys import record_slot
+from p2pmarket.wire.records import AnyRecord
 
 MIGRATIONS = [
     """

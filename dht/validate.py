@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from p2pmarket.bodies import Review
-from p2pmarket.dhtkeys import KEY_SIZE, record_key
-from p2pmarket.market_messages import verify_grant
-from p2pmarket.records import (
+from p2pmarket.wire.bodies import Review
+from p2pmarket.wire.dhtkeys import KEY_SIZE, record_key
+from p2pmarket.wire.market import verify_grant
+from p2pmarket.wire.records import (
     AnyRecord,
     BadSignature,
     ExpiredRecord,

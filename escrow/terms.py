@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from p2pmarket import bodies
+from p2pmarket.wire import bodies
 
 MAX_MONEY = 21_000_000 * 100_000_000
 # Outputs below this are non-standard for some script types (P2PKH's 546); a payout output is

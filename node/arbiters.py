@@ -19,13 +19,13 @@ import msgspec
 from dht.server import DhtNode
 from escrow.terms import DisputeOpened, Evidence, LocalEscrowError, Role, State
 from node.escrow_book import RulingView, decode_event
-from node.market.order_log import ChainError, verify_chain
-from p2pmarket.bodies import Arbiter, Listing, Tombstone
-from p2pmarket.dhtkeys import ARBITERS_KEY
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import listing_ref
-from p2pmarket.records import Record, RecordError, decode_record, sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Arbiter, Listing, Tombstone
+from p2pmarket.wire.dhtkeys import ARBITERS_KEY
+from p2pmarket.wire.market import listing_ref
+from p2pmarket.wire.order_steps import ChainError, verify_chain
+from p2pmarket.wire.records import Record, RecordError, decode_record, sign_record
 
 if TYPE_CHECKING:
     from node.escrow_driver import EscrowDriver

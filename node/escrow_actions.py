@@ -40,9 +40,9 @@ from escrow.terms import (
 from node.escrow_book import Escrow, EscrowNotice, Flag, policy_of
 from node.escrow_core import EscrowCore
 from node.market.orders import OrderState, TradeError
-from p2pmarket.escrow_messages import MAX_CASE_STEPS, EscrowCase
-from p2pmarket.market_messages import listing_ref
-from p2pmarket.messages import MessageError
+from p2pmarket.wire.escrow import MAX_CASE_STEPS, EscrowCase
+from p2pmarket.wire.market import listing_ref
+from p2pmarket.wire.messages import MessageError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from escrow.terms import (
     Tick,
 )
 from node.escrow_store import StepRow
-from p2pmarket.escrow_messages import Proposal
+from p2pmarket.wire.escrow import Proposal
 
 _encoder = msgspec.msgpack.Encoder()
 B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER

@@ -62,9 +62,9 @@ from node.escrow_book import (
 from node.escrow_store import EscrowStore
 from node.market.trade import Trade
 from node.p2p.messenger import Messenger
-from p2pmarket.escrow_messages import EscrowStep, EscrowStepPayload, sign_escrow_step
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
+from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step
 
 log = logging.getLogger(__name__)
 

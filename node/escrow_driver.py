@@ -42,8 +42,9 @@ from node.escrow_intake import PARK_FOR, EscrowIntake
 from node.escrow_store import EscrowRow
 from node.market.orders import OrderState, TradeError
 from node.market.orders import Role as OrderRole
-from p2pmarket.bodies import EscrowTerms
-from p2pmarket.escrow_messages import (
+from p2pmarket.storage import StorageError
+from p2pmarket.wire.bodies import EscrowTerms
+from p2pmarket.wire.escrow import (
     EscrowOpen,
     EscrowWireError,
     Proposal,
@@ -51,8 +52,7 @@ from p2pmarket.escrow_messages import (
     open_proposal,
     sign_proposal,
 )
-from p2pmarket.messages import MessageError
-from p2pmarket.storage import StorageError
+from p2pmarket.wire.messages import MessageError
 
 log = logging.getLogger(__name__)
 

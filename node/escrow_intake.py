@@ -26,12 +26,11 @@ from escrow.terms import (
 )
 from node.escrow_actions import EscrowActions
 from node.escrow_book import Escrow, decode_event
-from node.market.order_log import ChainError, open_step, verify_chain
 from node.market.orders import Order, TradeError
 from node.market.orders import Role as OrderRole
 from node.p2p.messenger import MessageReceived, MessengerEvent
-from p2pmarket.bodies import Arbiter, Listing
-from p2pmarket.escrow_messages import (
+from p2pmarket.wire.bodies import Arbiter, Listing
+from p2pmarket.wire.escrow import (
     EscrowBody,
     EscrowCase,
     EscrowOpen,
@@ -42,7 +41,8 @@ from p2pmarket.escrow_messages import (
     open_escrow_step,
     open_proposal,
 )
-from p2pmarket.records import RecordError, decode_record
+from p2pmarket.wire.order_steps import ChainError, open_step, verify_chain
+from p2pmarket.wire.records import RecordError, decode_record
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from p2pmarket.escrow_messages import EscrowBody, digest
 from p2pmarket.storage import Database
+from p2pmarket.wire.escrow import EscrowBody, digest
 
 MIGRATIONS = [
     """
@@ -47,7 +47,7 @@ MIGRATIONS = [
         id INTEGER PRIMARY KEY,
         sender BLOB NOT NULL,
         order_id TEXT NOT NULL,
-        body BLOB NOT NULL,            -- msgpack of a p2pmarket.escrow_messages.EscrowBody
+        body BLOB NOT NULL,            -- msgpack of a p2pmarket.wire.escrow.EscrowBody
         parked INTEGER NOT NULL DEFAULT 0,  -- waits for its escrow to exist
         at REAL NOT NULL
     );

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from p2pmarket.bodies import Mime
 from p2pmarket.cli_common import CliError
 from p2pmarket.datadir import resolve_datadir
+from p2pmarket.wire.bodies import Mime
 
 if TYPE_CHECKING:
     from p2pmarket.client import Client

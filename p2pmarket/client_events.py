@@ -6,9 +6,9 @@ Each SSE message has `id:` (an integer that only grows, also across restarts), `
 
 from __future__ import annotations
 
-from p2pmarket.bodies import Price
 from p2pmarket.client_schemas import PeerId, Wire
 from p2pmarket.client_schemas_trade import OfferState, OrderState, Role
+from p2pmarket.wire.bodies import Price
 
 
 class MessageReceivedEvent(Wire, frozen=True):

@@ -10,8 +10,8 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from p2pmarket import client_schemas as s
-from p2pmarket.bodies import Condition, Currency, Mime, ReportReason
 from p2pmarket.client_base import Transport, as_struct
+from p2pmarket.wire.bodies import Condition, Currency, Mime, ReportReason
 
 
 def seg(part: str) -> str:

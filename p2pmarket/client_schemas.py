@@ -12,7 +12,8 @@ from typing import Annotated, Generic, Literal, TypeVar
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from p2pmarket.bodies import (
+from p2pmarket.taxonomy import all_paths
+from p2pmarket.wire.bodies import (
     MAX_IMAGE_BYTES,
     Amount,
     Condition,
@@ -26,7 +27,6 @@ from p2pmarket.bodies import (
     ShippingOption,
     Tag,
 )
-from p2pmarket.taxonomy import all_paths
 
 PEER_ID_PATTERN = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"
 Category = Annotated[str, Meta(

@@ -11,9 +11,9 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from p2pmarket.bodies import Amount, ObjectId, Price
 from p2pmarket.client_schemas import Hex32, Page, Paging, PeerId, Wire
-from p2pmarket.market_messages import Note, PaymentMethod, Quantity
+from p2pmarket.wire.bodies import Amount, ObjectId, Price
+from p2pmarket.wire.market import Note, PaymentMethod, Quantity
 
 Role = Literal["buyer", "seller"]
 OfferState = Literal["open", "countered", "accepting", "accepted", "declined", "withdrawn"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from p2pmarket import bodies as b
 from p2pmarket.geohash import ALPHABET
 from p2pmarket.taxonomy import all_paths
+from p2pmarket.wire import bodies as b
 
 key32 = st.binary(min_size=32, max_size=32)
 object_id = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-",

@@ -20,9 +20,9 @@ from textual.containers import Container, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
-from p2pmarket.bodies import MAX_IMAGE_BYTES, Mime
 from p2pmarket.client import ClientError
 from p2pmarket.client_schemas import ImageRef
+from p2pmarket.wire.bodies import MAX_IMAGE_BYTES, Mime
 from tui.format import describe_error
 
 log = logging.getLogger(__name__)

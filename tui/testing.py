@@ -15,7 +15,6 @@ import msgspec
 from PIL import Image, ImageDraw
 
 from p2pmarket import geohash
-from p2pmarket.bodies import EscrowTerms, Location, Mime, Price, ShippingOption
 from p2pmarket.client import ApiError, Event, NodeUnreachable
 from p2pmarket.client_schemas import (
     ArbiterOut,
@@ -54,6 +53,7 @@ from p2pmarket.client_schemas_trade import (
     WalletOut,
 )
 from p2pmarket.taxonomy import all_paths, is_category
+from p2pmarket.wire.bodies import EscrowTerms, Location, Mime, Price, ShippingOption
 
 ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe"
 SELLER = "12D3KooWSe11erSe11erSe11erSe11erSe11erSe11erSe11er"

@@ -21,11 +21,11 @@ from node.market.orders import OrderState, Role
 from node.market.trade_store import NegotiationView, OrderView, StepView
 from p2pmarket import client_schemas as s
 from p2pmarket import client_schemas_trade as t
-from p2pmarket import market_messages as mm
-from p2pmarket.bodies import ImageRef as BodyImageRef
-from p2pmarket.bodies import Listing, Profile, Review
 from p2pmarket.identity import peer_id_from_public
-from p2pmarket.records import Record
+from p2pmarket.wire import market as mm
+from p2pmarket.wire.bodies import ImageRef as BodyImageRef
+from p2pmarket.wire.bodies import Listing, Profile, Review
+from p2pmarket.wire.records import Record
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.StrEnum)

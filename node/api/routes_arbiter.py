@@ -17,8 +17,8 @@ from node.arbiters import ArbiterService, CaseFile, DisputeView
 from node.escrow_driver import EscrowDriver
 from p2pmarket import client_schemas as s
 from p2pmarket import client_schemas_trade as t
-from p2pmarket.bodies import Arbiter
-from p2pmarket.records import Record
+from p2pmarket.wire.bodies import Arbiter
+from p2pmarket.wire.records import Record
 
 # arbitration is part of the escrow, and like its routes answers 501 on a node without a chain
 routes = Routes("escrow")

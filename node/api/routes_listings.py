@@ -22,12 +22,12 @@ from node.api.registry import Routes
 from node.app import Node
 from node.market.cache import Filters
 from p2pmarket import client_schemas as s
-from p2pmarket.bodies import Listing
 from p2pmarket.client_events import ListingFoundEvent
-from p2pmarket.dhtkeys import single_key
 from p2pmarket.identity import peer_id_from_public
-from p2pmarket.records import Record
 from p2pmarket.taxonomy import is_category
+from p2pmarket.wire.bodies import Listing
+from p2pmarket.wire.dhtkeys import single_key
+from p2pmarket.wire.records import Record
 
 log = logging.getLogger(__name__)
 routes = Routes("listings")

@@ -21,8 +21,8 @@ from node.p2p.outbox import OutboxEntry, State
 from p2pmarket import client_schemas as s
 from p2pmarket import client_schemas_trade as t
 from p2pmarket.identity import peer_id_from_public
-from p2pmarket.market_messages import Inquiry
-from p2pmarket.messages import Chat, MessageBody, MessageError, open_message
+from p2pmarket.wire.market import Inquiry
+from p2pmarket.wire.messages import Chat, MessageBody, MessageError, open_message
 
 routes = Routes("conversations")
 MAX_SCAN = 100_000

@@ -7,9 +7,9 @@ from node.api.convert import page
 from node.api.registry import Routes
 from node.market.moderation import report_count, report_listing
 from p2pmarket import client_schemas as s
-from p2pmarket.bodies import Arbiter
-from p2pmarket.dhtkeys import ARBITERS_KEY
 from p2pmarket.identity import peer_id_from_public
+from p2pmarket.wire.bodies import Arbiter
+from p2pmarket.wire.dhtkeys import ARBITERS_KEY
 
 routes = Routes("moderation")
 

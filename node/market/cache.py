@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from node.market.terms import tokens
 from p2pmarket import geohash
-from p2pmarket.bodies import Listing
-from p2pmarket.records import AnyRecord, Record, decode_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Listing
+from p2pmarket.wire.records import AnyRecord, Record, decode_record
 
 MIGRATIONS = [
     """

@@ -17,9 +17,9 @@ import msgspec
 
 from node.market.orders import NotFound, RemoteProtocolError, Role
 from node.market.trade_store import TradeStore
-from p2pmarket.bodies import Listing
-from p2pmarket.market_messages import Inquiry
-from p2pmarket.records import Record
+from p2pmarket.wire.bodies import Listing
+from p2pmarket.wire.market import Inquiry
+from p2pmarket.wire.records import Record
 
 log = logging.getLogger(__name__)
 

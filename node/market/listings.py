@@ -20,11 +20,11 @@ import msgspec
 from dht.server import DhtNode
 from node.market.cache import stored_listing
 from node.market.terms import listing_terms
-from p2pmarket.bodies import MAX_TTL, IndexEntry, IndexScope, Listing, Tombstone
-from p2pmarket.dhtkeys import index_key
 from p2pmarket.identity import Identity
-from p2pmarket.records import AnyRecord, Record, RecordError, sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import MAX_TTL, IndexEntry, IndexScope, Listing, Tombstone
+from p2pmarket.wire.dhtkeys import index_key
+from p2pmarket.wire.records import AnyRecord, Record, RecordError, sign_record
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 
 from dht.server import DhtNode
-from p2pmarket.bodies import Report, ReportReason
-from p2pmarket.dhtkeys import reports_key
 from p2pmarket.identity import Identity
-from p2pmarket.records import AnyRecord, sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Report, ReportReason
+from p2pmarket.wire.dhtkeys import reports_key
+from p2pmarket.wire.records import AnyRecord, sign_record
 
 MIGRATIONS = [
     """

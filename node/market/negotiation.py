@@ -3,7 +3,7 @@
 Everything that affects a negotiation's state lives in this file: `TRANSITIONS` (legal both
 ways; a key is (state, author's role, message kind)), `CROSSING` (what a peer may still send
 before it has seen our last message: received only) and the guards in `Negotiation`. The events
-are the message bodies themselves (`p2pmarket.market_messages`).
+are the message bodies themselves (`p2pmarket.wire.market`).
 
 Decisions beyond the design page, written down here:
 - Either side proposes any number of times (`Counter`); OPEN means the buyer spoke last,
@@ -38,8 +38,8 @@ from node.market.orders import (
     StaleOffer,
     WrongRole,
 )
-from p2pmarket.bodies import Listing, Price
-from p2pmarket.market_messages import (
+from p2pmarket.wire.bodies import Listing, Price
+from p2pmarket.wire.market import (
     Accept,
     Counter,
     Decline,
@@ -50,7 +50,7 @@ from p2pmarket.market_messages import (
     listing_ref,
     order_id_for,
 )
-from p2pmarket.records import Record
+from p2pmarket.wire.records import Record
 
 
 class NegotiationState(enum.StrEnum):

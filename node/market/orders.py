@@ -25,17 +25,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from node.market.order_log import (
-    GENESIS_PREV,
-    ChainError,
-    Entry,
-    OrderLog,
-    open_step,
-    sign_step,
-    verify_chain,
-)
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import (
+from p2pmarket.wire.market import (
     Action,
     AddressSent,
     Cancelled,
@@ -46,6 +37,15 @@ from p2pmarket.market_messages import (
     Shipped,
     order_id_for,
     verify_grant,
+)
+from p2pmarket.wire.order_steps import (
+    GENESIS_PREV,
+    ChainError,
+    Entry,
+    OrderLog,
+    open_step,
+    sign_step,
+    verify_chain,
 )
 
 MAX_WAITING = 16  # steps held back while an earlier one is still on its way

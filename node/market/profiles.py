@@ -13,10 +13,10 @@ from typing import Any
 import msgspec
 
 from dht.server import DhtNode
-from p2pmarket.bodies import Profile
-from p2pmarket.dhtkeys import single_key
 from p2pmarket.identity import Identity
-from p2pmarket.records import Record, RecordError, sign_record
+from p2pmarket.wire.bodies import Profile
+from p2pmarket.wire.dhtkeys import single_key
+from p2pmarket.wire.records import Record, RecordError, sign_record
 
 
 class ProfileInvalid(ValueError):

@@ -15,11 +15,11 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from p2pmarket.bodies import Review
-from p2pmarket.dhtkeys import reviews_key
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import verify_grant
-from p2pmarket.records import AnyRecord, Record, RecordError, decode_record, sign_record
+from p2pmarket.wire.bodies import Review
+from p2pmarket.wire.dhtkeys import reviews_key
+from p2pmarket.wire.market import verify_grant
+from p2pmarket.wire.records import AnyRecord, Record, RecordError, decode_record, sign_record
 
 _RATING_INFO = b"p2pmarket/v1/rating-key"
 

@@ -17,9 +17,9 @@ from node.market.cache import Filters, Hit, ListingCache
 from node.market.moderation import Blocklist
 from node.market.terms import tokens
 from p2pmarket import geohash
-from p2pmarket.bodies import IndexEntry, Listing, Tombstone
-from p2pmarket.dhtkeys import index_key, single_key
 from p2pmarket.taxonomy import TAXONOMY
+from p2pmarket.wire.bodies import IndexEntry, Listing, Tombstone
+from p2pmarket.wire.dhtkeys import index_key, single_key
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from p2pmarket.bodies import IndexScope, Listing
 from p2pmarket.taxonomy import category_prefixes
+from p2pmarket.wire.bodies import IndexScope, Listing
 
 STOP_WORDS = frozenset("""
 a an and are as at be but by for from has have in is it its of on or the this that to was were

@@ -40,8 +40,8 @@ from node.market.trade_store import (
     order_view,
 )
 from node.p2p.seal import SealError, seal
-from p2pmarket.bodies import Listing, Price, Review
-from p2pmarket.market_messages import (
+from p2pmarket.wire.bodies import Listing, Price, Review
+from p2pmarket.wire.market import (
     Accept,
     AddressSent,
     Cancelled,
@@ -57,8 +57,8 @@ from p2pmarket.market_messages import (
     Withdraw,
     listing_ref,
 )
-from p2pmarket.messages import Chat
-from p2pmarket.records import Record, RecordError
+from p2pmarket.wire.messages import Chat
+from p2pmarket.wire.records import Record, RecordError
 
 log = logging.getLogger(__name__)
 

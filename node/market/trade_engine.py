@@ -20,7 +20,6 @@ from typing import Protocol, TypeVar
 from dht.server import DhtNode
 from node.market.inquiries import InquiryStore
 from node.market.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
-from node.market.order_log import Entry
 from node.market.orders import (
     Applied,
     IllegalEvent,
@@ -43,9 +42,10 @@ from node.market.trade_store import (
 )
 from node.p2p.messenger import MessageReceived, Messenger, MessengerEvent
 from node.p2p.peers import PeerDirectory
-from p2pmarket.bodies import Listing, Price
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import (
+from p2pmarket.storage import Database, StorageError
+from p2pmarket.wire.bodies import Listing, Price
+from p2pmarket.wire.market import (
     Accept,
     Action,
     Cancelled,
@@ -63,9 +63,9 @@ from p2pmarket.market_messages import (
     order_id_for,
     sign_grant,
 )
-from p2pmarket.messages import Chat, Message, MessageBody, MessageError
-from p2pmarket.records import Record, RecordError
-from p2pmarket.storage import Database, StorageError
+from p2pmarket.wire.messages import Chat, Message, MessageBody, MessageError
+from p2pmarket.wire.order_steps import Entry
+from p2pmarket.wire.records import Record, RecordError
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ import msgspec
 from node.market.negotiation import Negotiation, NegotiationState, Proposal
 from node.market.orders import NotFound, Order, OrderState, Role, TradeError
 from node.p2p.seal import SealError, encryption_key, unseal
-from p2pmarket.bodies import Listing, Price
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import (
+from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Listing, Price
+from p2pmarket.wire.market import (
     Action,
     AddressSent,
     ListingRef,
@@ -23,8 +24,7 @@ from p2pmarket.market_messages import (
     PaymentConfirmed,
     Shipped,
 )
-from p2pmarket.records import Record, RecordError, decode_record
-from p2pmarket.storage import Database
+from p2pmarket.wire.records import Record, RecordError, decode_record
 
 NEGOTIATION_MIGRATIONS = [
     """

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from node.p2p.transport import BLOB_PROTOCOL, Host, RemoteError
-from p2pmarket.bodies import MAX_IMAGE_BYTES
+from p2pmarket.wire.bodies import MAX_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
 

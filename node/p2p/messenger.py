@@ -25,11 +25,11 @@ from node.p2p.peers import PeerDirectory
 from node.p2p.receiver import AckReceived, Deliver, Event, Receiver, SendAck, Violation
 from node.p2p.seal import SealError, encryption_key, seal, unseal
 from node.p2p.transport import DirectHost, Host, P2PError
-from p2pmarket.bodies import MAX_TTL, Mail, Tombstone
-from p2pmarket.dhtkeys import mailbox_key
 from p2pmarket.identity import Identity, PeerIdError
-from p2pmarket.messages import MAX_ACK_IDS, Ack, Message, MessageBody, sign_message
-from p2pmarket.records import RecordError, sign_record
+from p2pmarket.wire.bodies import MAX_TTL, Mail, Tombstone
+from p2pmarket.wire.dhtkeys import mailbox_key
+from p2pmarket.wire.messages import MAX_ACK_IDS, Ack, Message, MessageBody, sign_message
+from p2pmarket.wire.records import RecordError, sign_record
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from p2pmarket.identity import Identity
-from p2pmarket.messages import MessageBody, sign_message
 from p2pmarket.storage import Database
+from p2pmarket.wire.messages import MessageBody, sign_message
 
 MIGRATIONS = [
     """

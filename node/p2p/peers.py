@@ -15,10 +15,10 @@ from dht.server import DhtNode
 from node.p2p.ids import peer_id_of
 from node.p2p.seal import encryption_public
 from node.p2p.transport import Host
-from p2pmarket.bodies import Peer
-from p2pmarket.dhtkeys import single_key
 from p2pmarket.identity import Identity
-from p2pmarket.records import sign_record
+from p2pmarket.wire.bodies import Peer
+from p2pmarket.wire.dhtkeys import single_key
+from p2pmarket.wire.records import sign_record
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from p2pmarket.messages import Ack, Message, MessageError, open_message
+from p2pmarket.wire.messages import Ack, Message, MessageError, open_message
 
 MAX_SEEN = 100_000
 

@@ -11,8 +11,8 @@ import msgspec
 from rich.console import Console
 from textual.widgets import DataTable, Input, Static
 
-from p2pmarket.bodies import Price
 from p2pmarket.client import Event
+from p2pmarket.wire.bodies import Price
 from tui.app import MarketApp, make_app
 from tui.forms import FormScreen
 from tui.nav import NavBar

@@ -24,10 +24,10 @@ from node.market.negotiation import NegotiationState
 from node.market.orders import OrderState
 from node.p2p.host import Libp2pHost
 from node.p2p.messenger import RetryPolicy
-from p2pmarket.bodies import Listing
 from p2pmarket.identity import Identity
-from p2pmarket.records import Record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Listing
+from p2pmarket.wire.records import Record
 
 AMOUNT = 250_000
 FEE_RATE = 2  # sat/vB: a settlement costs 2 * 220 = 440 sats

@@ -10,10 +10,10 @@ import pytest
 
 from dht.testing import make_node, start_node
 from node.bootstrap import BootstrapNode
-from p2pmarket.dhtkeys import record_key
 from p2pmarket.identity import Identity
-from p2pmarket.records import sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.dhtkeys import record_key
+from p2pmarket.wire.records import sign_record
 from tests.unit.test_records import make_listing
 
 pytestmark = pytest.mark.timeout(60)

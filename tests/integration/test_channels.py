@@ -17,8 +17,8 @@ from node.p2p.host import Libp2pHost
 from node.p2p.messenger import MessageReceived, RetryPolicy
 from node.p2p.outbox import State
 from p2pmarket.identity import Identity
-from p2pmarket.messages import Chat, Message, sign_message
 from p2pmarket.storage import Database
+from p2pmarket.wire.messages import Chat, Message, sign_message
 from tests.unit.test_messenger import until
 
 pytestmark = pytest.mark.timeout(120)

@@ -15,12 +15,12 @@ from dht.protocol import MarketProtocol
 from dht.server import DhtNode
 from dht.storage import RecordStore
 from dht.testing import dht_network, make_node, start_node
-from p2pmarket import bodies as b
-from p2pmarket.dhtkeys import ARBITERS_KEY, index_key, mailbox_key, record_key, reviews_key
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import sign_grant
-from p2pmarket.records import MAX_RECORD_SIZE, Record, sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire import bodies as b
+from p2pmarket.wire.dhtkeys import ARBITERS_KEY, index_key, mailbox_key, record_key, reviews_key
+from p2pmarket.wire.market import sign_grant
+from p2pmarket.wire.records import MAX_RECORD_SIZE, Record, sign_record
 from tests.unit.test_records import make_listing
 
 pytestmark = pytest.mark.timeout(60)

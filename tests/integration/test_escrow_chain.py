@@ -44,7 +44,7 @@ from escrow.terms import (
     TimeoutClaimed,
 )
 from escrow.wallet import NodeWallet
-from p2pmarket.bodies import DAY
+from p2pmarket.wire.bodies import DAY
 
 pytestmark = pytest.mark.timeout(60)
 B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER

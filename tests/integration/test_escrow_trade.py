@@ -22,7 +22,7 @@ from escrow.terms import (
 )
 from node.escrow_book import EscrowRefused, encode_event
 from node.market.orders import OrderState
-from p2pmarket.escrow_messages import EscrowStep, EscrowStepPayload, sign_escrow_step
+from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step
 from tests.integration.escrow_world import (
     AMOUNT,
     FEE_RATE,

@@ -12,11 +12,11 @@ from node.p2p.memory import MemoryHost, MemoryNetwork
 from node.p2p.messenger import MessageReceived, Messenger, RetryPolicy
 from node.p2p.outbox import Outbox, State
 from node.p2p.peers import PeerDirectory
-from p2pmarket.bodies import Mail, Tombstone
-from p2pmarket.dhtkeys import mailbox_key
 from p2pmarket.identity import Identity
-from p2pmarket.messages import Chat, Message
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Mail, Tombstone
+from p2pmarket.wire.dhtkeys import mailbox_key
+from p2pmarket.wire.messages import Chat, Message
 from tests.unit.test_messenger import until
 
 pytestmark = pytest.mark.timeout(90)

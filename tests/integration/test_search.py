@@ -16,10 +16,10 @@ from node.market.moderation import Blocklist
 from node.market.search import Search
 from node.market.terms import tokens
 from p2pmarket import geohash
-from p2pmarket.bodies import Listing
 from p2pmarket.identity import Identity
-from p2pmarket.records import Record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Listing
+from p2pmarket.wire.records import Record
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -167,7 +167,7 @@ async def test_edit_propagates_delete_hides_block_filters() -> None:
 
 async def test_reports_are_signed_and_counted_once_per_reporter() -> None:
     from node.market.moderation import report_count, report_listing
-    from p2pmarket.dhtkeys import reports_key
+    from p2pmarket.wire.dhtkeys import reports_key
 
     async with dht_network(12) as net:
         seller = Identity.generate()

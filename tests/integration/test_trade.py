@@ -22,12 +22,12 @@ from node.p2p.messenger import Messenger
 from node.p2p.outbox import Outbox
 from node.p2p.peers import PeerDirectory
 from node.p2p.seal import encryption_public
-from p2pmarket.bodies import Listing, Location, Price
-from p2pmarket.dhtkeys import record_key
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import Decline, OrderStep, sign_grant
-from p2pmarket.records import Record, RecordError, sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Listing, Location, Price
+from p2pmarket.wire.dhtkeys import record_key
+from p2pmarket.wire.market import Decline, OrderStep, sign_grant
+from p2pmarket.wire.records import Record, RecordError, sign_record
 from tests.unit.test_messenger import FAST, until
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,10 +6,10 @@ import random
 
 from node.market.cache import Filters, ListingCache
 from p2pmarket import geohash
-from p2pmarket.bodies import Location
 from p2pmarket.identity import Identity
-from p2pmarket.records import sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Location
+from p2pmarket.wire.records import sign_record
 from tests.unit.test_records import make_listing
 
 LYON = (45.764, 4.8357)

@@ -20,11 +20,11 @@ from dht.ratelimit import RateLimiter
 from dht.rtt import RttEstimator
 from dht.storage import PutResult, RecordStore
 from dht.validate import KeyMismatch, validate_for_key
-from p2pmarket import bodies as b
-from p2pmarket.dhtkeys import index_key, record_key, record_slot
 from p2pmarket.identity import Identity
-from p2pmarket.records import sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire import bodies as b
+from p2pmarket.wire.dhtkeys import index_key, record_key, record_slot
+from p2pmarket.wire.records import sign_record
 from tests.unit.test_records import make_listing
 
 

@@ -47,7 +47,7 @@ from escrow.terms import (
     WatchFunding,
     WatchSettlement,
 )
-from p2pmarket.bodies import DAY, Arbiter, EscrowTerms
+from p2pmarket.wire.bodies import DAY, Arbiter, EscrowTerms
 
 B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER
 T0 = 1_700_000_000

@@ -7,7 +7,8 @@ import pytest
 
 from escrow.terms import Funded
 from node.escrow_book import decode_event, encode_event
-from p2pmarket.escrow_messages import (
+from p2pmarket.identity import Identity
+from p2pmarket.wire.escrow import (
     EscrowStep,
     EscrowStepPayload,
     EscrowWireError,
@@ -18,8 +19,7 @@ from p2pmarket.escrow_messages import (
     sign_escrow_step,
     sign_proposal,
 )
-from p2pmarket.identity import Identity
-from p2pmarket.messages import Message, open_message, sign_message
+from p2pmarket.wire.messages import Message, open_message, sign_message
 
 BUYER, SELLER, ARBITER = Identity.generate(), Identity.generate(), Identity.generate()
 

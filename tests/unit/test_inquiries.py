@@ -27,12 +27,12 @@ from node.market.trade_store import (
     TradeEvent,
 )
 from node.p2p.messenger import MessageReceived
-from p2pmarket.bodies import Listing, Location, Price
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import Inquiry, Offer, listing_ref
-from p2pmarket.messages import Chat, Message, MessageBody, open_message, sign_message
-from p2pmarket.records import Record, sign_record
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Listing, Location, Price
+from p2pmarket.wire.market import Inquiry, Offer, listing_ref
+from p2pmarket.wire.messages import Chat, Message, MessageBody, open_message, sign_message
+from p2pmarket.wire.records import Record, sign_record
 from tests.strategies import object_id
 
 LISTING_ID = "bike-0001"

@@ -12,7 +12,7 @@ from node.p2p.framing import FrameDecoder, FrameTooLarge, encode_frame
 from node.p2p.receiver import AckReceived, Deliver, Receiver, SendAck, Violation
 from node.p2p.seal import SealError, encryption_key, encryption_public, seal, unseal
 from p2pmarket.identity import Identity
-from p2pmarket.messages import (
+from p2pmarket.wire.messages import (
     Ack,
     BadMessageSignature,
     Chat,

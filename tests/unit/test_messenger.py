@@ -15,8 +15,8 @@ from node.p2p.messenger import MessageReceived, Messenger, RetryPolicy
 from node.p2p.outbox import Outbox, State
 from node.p2p.peers import PeerDirectory
 from p2pmarket.identity import Identity
-from p2pmarket.messages import Chat, Message, sign_message
 from p2pmarket.storage import Database
+from p2pmarket.wire.messages import Chat, Message, sign_message
 
 pytestmark = pytest.mark.timeout(60)
 FAST = RetryPolicy(base=0.02, cap=0.2, ack_timeout=0.3, direct_before_mailbox=1000)

@@ -13,8 +13,8 @@ from node.p2p.messenger import MessageDelivered, MessengerEvent, RetryPolicy
 from node.p2p.outbox import Outbox, State
 from node.p2p.transport import P2PError
 from p2pmarket.identity import Identity
-from p2pmarket.messages import Chat
 from p2pmarket.storage import Database
+from p2pmarket.wire.messages import Chat
 from tests.unit.test_messenger import make_peer, running, texts, until
 
 pytestmark = pytest.mark.timeout(60)

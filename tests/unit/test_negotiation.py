@@ -27,9 +27,9 @@ from node.market.orders import (
     StaleOffer,
     WrongRole,
 )
-from p2pmarket.bodies import Listing, Location, Price
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import (
+from p2pmarket.wire.bodies import Listing, Location, Price
+from p2pmarket.wire.market import (
     Accept,
     Counter,
     Decline,
@@ -40,7 +40,7 @@ from p2pmarket.market_messages import (
     listing_ref,
     order_id_for,
 )
-from p2pmarket.records import sign_record
+from p2pmarket.wire.records import sign_record
 
 N = NegotiationState
 B, S = Role.BUYER, Role.SELLER

@@ -10,15 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.market.order_log import (
-    GENESIS_PREV,
-    BadStep,
-    BrokenChain,
-    ChainError,
-    open_step,
-    sign_step,
-    verify_chain,
-)
 from node.market.orders import (
     AUTHORS,
     TRANSITIONS,
@@ -33,9 +24,9 @@ from node.market.orders import (
     TradeError,
     WrongRole,
 )
-from p2pmarket.bodies import Price
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import (
+from p2pmarket.wire.bodies import Price
+from p2pmarket.wire.market import (
     Action,
     AddressSent,
     Cancelled,
@@ -48,6 +39,15 @@ from p2pmarket.market_messages import (
     SignedStep,
     order_id_for,
     sign_grant,
+)
+from p2pmarket.wire.order_steps import (
+    GENESIS_PREV,
+    BadStep,
+    BrokenChain,
+    ChainError,
+    open_step,
+    sign_step,
+    verify_chain,
 )
 
 O = OrderState  # noqa: E741

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pmarket import bodies as b
 from p2pmarket.identity import Identity
-from p2pmarket.records import (
+from p2pmarket.wire import bodies as b
+from p2pmarket.wire.records import (
     MAX_RECORD_SIZE,
     BadSignature,
     ExpiredRecord,

@@ -14,11 +14,11 @@ from node.market.reviews import (
     valid_reviews,
     verify_review,
 )
-from p2pmarket.bodies import Review
-from p2pmarket.dhtkeys import reviews_key
 from p2pmarket.identity import Identity
-from p2pmarket.market_messages import sign_grant, verify_grant
-from p2pmarket.records import AnyRecord, Record, sign_record
+from p2pmarket.wire.bodies import Review
+from p2pmarket.wire.dhtkeys import reviews_key
+from p2pmarket.wire.market import sign_grant, verify_grant
+from p2pmarket.wire.records import AnyRecord, Record, sign_record
 
 ORDER = "order-000001"
 

@@ -16,16 +16,16 @@ from textual.coordinate import Coordinate
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Select, Static
 
 from p2pmarket import geohash
-from p2pmarket.bodies import Condition
 from p2pmarket.client import ClientError, Event
 from p2pmarket.client_schemas import SearchHit, SortOrder
+from p2pmarket.wire.bodies import Condition
 from tui.base import BaseScreen
 from tui.category_tree import CategoryPicker, category_label
 from tui.format import money, plain, short, to_minor
 from tui.forms import FieldInvalid
 
 if TYPE_CHECKING:
-    from p2pmarket.bodies import Condition as ConditionT
+    from p2pmarket.wire.bodies import Condition as ConditionT
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Header, Static
 
-from p2pmarket.bodies import Condition, Currency
 from p2pmarket.client_schemas import ImageRef, ListingOut
 from p2pmarket.taxonomy import all_paths
+from p2pmarket.wire.bodies import Condition, Currency
 from tui.base import BaseScreen, data_table
 from tui.format import money, plain, to_int, to_minor
 from tui.forms import Field, FieldInvalid

@@ -1,8 +1,8 @@
 """Wire bodies of the market conversation: inquiries, negotiation messages, order steps, grants.
 
-Inquiries and negotiation bodies ride signed direct messages (`p2pmarket.messages`). An order
-step is signed again on its own (`SignedStep`, see `node.market.order_log`) so an order's log is
-evidence anyone can check without the message envelopes: the other party, an arbiter, a
+Inquiries and negotiation bodies ride signed direct messages (`p2pmarket.wire.messages`). An order
+step is signed again on its own (`SignedStep`, see `p2pmarket.wire.order_steps`) so an order's
+log is evidence anyone can check without the message envelopes: the other party, an arbiter, a
 restarted node.
 """
 
@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from p2pmarket.bodies import Key32, Listing, ObjectId, Price, Sig64
 from p2pmarket.identity import Identity, verify
-from p2pmarket.message_base import ChatText, MessageBodyBase
-from p2pmarket.records import Record
+from p2pmarket.wire.bodies import Key32, Listing, ObjectId, Price, Sig64
+from p2pmarket.wire.message_base import ChatText, MessageBodyBase
+from p2pmarket.wire.records import Record
 
 Hash32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]

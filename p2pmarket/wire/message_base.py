@@ -1,6 +1,6 @@
 """The base of every direct-message body: a member of the tagged union `messages.MessageBody`.
 
-It lives apart so `p2pmarket.messages` and the market bodies can both build on it without
+It lives apart so `p2pmarket.wire.messages` and the market bodies can both build on it without
 importing each other.
 """
 

@@ -16,10 +16,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from p2pmarket.bodies import Key32, ObjectId, Sig64
 from p2pmarket.identity import Identity, verify
-from p2pmarket.market_messages import MAX_STEP
-from p2pmarket.message_base import MessageBodyBase
+from p2pmarket.wire.bodies import Key32, ObjectId, Sig64
+from p2pmarket.wire.market import MAX_STEP
+from p2pmarket.wire.message_base import MessageBodyBase
 
 PROPOSAL_DOMAIN = b"p2pmarket/v1/escrow-proposal\x00"
 STEP_DOMAIN = b"p2pmarket/v1/escrow-step\x00"

@@ -15,10 +15,10 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from p2pmarket.bodies import Key32, ObjectId
-from p2pmarket.escrow_messages import EscrowCase, EscrowOpen, EscrowStep
 from p2pmarket.identity import Identity, verify
-from p2pmarket.market_messages import (
+from p2pmarket.wire.bodies import Key32, ObjectId
+from p2pmarket.wire.escrow import EscrowCase, EscrowOpen, EscrowStep
+from p2pmarket.wire.market import (
     Accept,
     Counter,
     Decline,
@@ -27,8 +27,8 @@ from p2pmarket.market_messages import (
     OrderStep,
     Withdraw,
 )
-from p2pmarket.message_base import ChatText
-from p2pmarket.message_base import MessageBodyBase as _Body
+from p2pmarket.wire.message_base import ChatText
+from p2pmarket.wire.message_base import MessageBodyBase as _Body
 
 DOMAIN = b"p2pmarket/v1/msg\x00"
 MAX_MESSAGE = 48 * 1024

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 
-from p2pmarket.bodies import (
+from p2pmarket.wire.bodies import (
     Arbiter,
     Body,
     IndexEntry,
@@ -21,7 +21,7 @@ from p2pmarket.bodies import (
     Review,
     Tombstone,
 )
-from p2pmarket.records import Record
+from p2pmarket.wire.records import Record
 
 KEY_SIZE = 20  # 160-bit Kademlia keys
 MULTI_KINDS = frozenset({"index", "mail", "review", "arbiter", "report"})

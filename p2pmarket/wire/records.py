@@ -14,8 +14,8 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from p2pmarket.bodies import BODY_TYPES, MAX_TTL, Body
 from p2pmarket.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify
+from p2pmarket.wire.bodies import BODY_TYPES, MAX_TTL, Body
 
 MAX_RECORD_SIZE = 7168  # fits one kademlia UDP request (8192) with room for the RPC framing
 CLOCK_SKEW = 600  # seconds a record's `created` may lie ahead of our clock

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import msgspec
 
 from p2pmarket.identity import Identity, verify
-from p2pmarket.market_messages import MAX_STEP, MAX_STEPS, Action, SignedStep, Step
+from p2pmarket.wire.market import MAX_STEP, MAX_STEPS, Action, SignedStep, Step
 
 STEP_DOMAIN = b"p2pmarket/v1/order-step\x00"
 GENESIS_PREV = bytes(32)
