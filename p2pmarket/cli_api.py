@@ -21,9 +21,9 @@ from p2pmarket.datadir import resolve_datadir
 from p2pmarket.wire.bodies import Mime
 
 if TYPE_CHECKING:
+    from p2pmarket.api.schemas import ListingOut
+    from p2pmarket.api.schemas_trade import OrderOut
     from p2pmarket.client import Client
-    from p2pmarket.client_schemas import ListingOut
-    from p2pmarket.client_schemas_trade import OrderOut
 
 T = TypeVar("T")
 DECIMALS = {"BTC": 8, "JPY": 0}

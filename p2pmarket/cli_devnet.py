@@ -384,7 +384,7 @@ async def _stop_child(child: Child) -> None:
 async def publish_arbiter_advert(datadir: Path) -> None:
     """The arbiter node publishes its advert itself (`PUT /arbiter`): signed with its key,
     kept in its node.db, put in the DHT and republished by the node."""
-    from p2pmarket.client_schemas_trade import ArbiterFields
+    from p2pmarket.api.schemas_trade import ArbiterFields
 
     async with Client.from_datadir(datadir, timeout=30) as arbiter:
         await arbiter.publish_arbiter_advert(ArbiterFields(

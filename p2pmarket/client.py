@@ -21,9 +21,9 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from p2pmarket import client_events as schemas_events
-from p2pmarket import client_schemas as schemas
-from p2pmarket import client_schemas_trade as schemas_trade
+from p2pmarket.api import events as schemas_events
+from p2pmarket.api import schemas as schemas
+from p2pmarket.api import schemas_trade as schemas_trade
 from p2pmarket.client_base import (
     ApiError,
     ClientError,

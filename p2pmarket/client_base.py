@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar
 import aiohttp
 import msgspec
 
-from p2pmarket.client_schemas import Page
+from p2pmarket.api.schemas import Page
 from p2pmarket.datadir import COOKIE_FILE
 
 URL_FILE = "api.url"

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
-from p2pmarket import client_schemas as s
+from p2pmarket.api import schemas as s
 from p2pmarket.client_base import Transport, as_struct
 from p2pmarket.wire.bodies import Condition, Currency, Mime, ReportReason
 

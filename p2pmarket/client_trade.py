@@ -5,8 +5,8 @@ Each method is the snake_case form of its endpoint's operationId in the OpenAPI 
 
 from __future__ import annotations
 
-from p2pmarket import client_schemas as s
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas as s
+from p2pmarket.api import schemas_trade as t
 from p2pmarket.client_base import Transport
 from p2pmarket.client_market import seg
 

@@ -25,8 +25,8 @@ from tui.screens.profile import ProfileScreen
 from tui.screens.sell import SellScreen
 
 if TYPE_CHECKING:
+    from p2pmarket.api.schemas import NodeStatus
     from p2pmarket.client import Client
-    from p2pmarket.client_schemas import NodeStatus
 
 log = logging.getLogger(__name__)
 

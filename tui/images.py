@@ -20,8 +20,8 @@ from textual.containers import Container, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
+from p2pmarket.api.schemas import ImageRef
 from p2pmarket.client import ClientError
-from p2pmarket.client_schemas import ImageRef
 from p2pmarket.wire.bodies import MAX_IMAGE_BYTES, Mime
 from tui.format import describe_error
 

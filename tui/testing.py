@@ -15,8 +15,7 @@ import msgspec
 from PIL import Image, ImageDraw
 
 from p2pmarket import geohash
-from p2pmarket.client import ApiError, Event, NodeUnreachable
-from p2pmarket.client_schemas import (
+from p2pmarket.api.schemas import (
     ArbiterOut,
     ChainStatusOut,
     DhtStatusOut,
@@ -32,7 +31,7 @@ from p2pmarket.client_schemas import (
     SearchHit,
     SearchPage,
 )
-from p2pmarket.client_schemas_trade import (
+from p2pmarket.api.schemas_trade import (
     ArbiterFields,
     CaseFileOut,
     CaseStepOut,
@@ -52,6 +51,7 @@ from p2pmarket.client_schemas_trade import (
     StepOut,
     WalletOut,
 )
+from p2pmarket.client import ApiError, Event, NodeUnreachable
 from p2pmarket.taxonomy import all_paths, is_category
 from p2pmarket.wire.bodies import EscrowTerms, Location, Mime, Price, ShippingOption
 

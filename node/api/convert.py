@@ -19,8 +19,8 @@ from node.market.cache import Hit
 from node.market.negotiation import NegotiationState, Proposal
 from node.market.orders import OrderState, Role
 from node.market.trade_store import NegotiationView, OrderView, StepView
-from p2pmarket import client_schemas as s
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas as s
+from p2pmarket.api import schemas_trade as t
 from p2pmarket.identity import peer_id_from_public
 from p2pmarket.wire import market as mm
 from p2pmarket.wire.bodies import ImageRef as BodyImageRef

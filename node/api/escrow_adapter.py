@@ -16,7 +16,7 @@ from escrow.terms import EscrowError, Role, State
 from node.escrow_book import EscrowChanged, EscrowView
 from node.escrow_driver import EscrowDriver
 from node.market.orders import IllegalEvent, NotFound
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas_trade as t
 
 if TYPE_CHECKING:
     from node.api.routes_escrow import EscrowChange

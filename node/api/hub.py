@@ -29,7 +29,7 @@ from node.market.trade_store import (
     TradeEvent,
 )
 from node.p2p.messenger import MessageDelivered, MessageFailed, MessageReceived, MessengerEvent
-from p2pmarket import client_events as ev
+from p2pmarket.api import events as ev
 from p2pmarket.identity import peer_id_from_public
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ import msgspec
 from node.api.problems import PROBLEM_JSON, PROBLEM_TYPES_DOC, Problem
 from node.api.registry import Endpoint
 from p2pmarket import __version__
-from p2pmarket.client_events import EVENT_TYPES
-from p2pmarket.client_schemas import PEER_ID_PATTERN, Empty
+from p2pmarket.api.events import EVENT_TYPES
+from p2pmarket.api.schemas import PEER_ID_PATTERN, Empty
 
 REF = "#/components/schemas/{name}"
 ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"

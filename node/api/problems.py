@@ -28,7 +28,7 @@ from node.market.orders import (
 from node.market.profiles import ProfileInvalid
 from node.p2p.blobs import BlobError
 from node.p2p.transport import P2PError, RequestTimeout
-from p2pmarket.client_schemas import Wire
+from p2pmarket.api.schemas import Wire
 
 log = logging.getLogger(__name__)
 

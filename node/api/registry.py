@@ -16,7 +16,7 @@ from aiohttp import web
 
 from node.api.context import STATE, ApiState, Call, Reply
 from node.api.problems import ApiProblem, validation_problem
-from p2pmarket.client_schemas import Empty
+from p2pmarket.api.schemas import Empty
 
 PREFIX = "/api/v1"
 EndpointHandler = Callable[[Call], Awaitable[object]]

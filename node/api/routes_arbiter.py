@@ -15,8 +15,8 @@ from node.api.problems import ApiProblem, validation_problem
 from node.api.registry import Routes
 from node.arbiters import ArbiterService, CaseFile, DisputeView
 from node.escrow_driver import EscrowDriver
-from p2pmarket import client_schemas as s
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas as s
+from p2pmarket.api import schemas_trade as t
 from p2pmarket.wire.bodies import Arbiter
 from p2pmarket.wire.records import Record
 

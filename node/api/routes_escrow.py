@@ -15,7 +15,7 @@ from node.api.escrow_adapter import escrow_api
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
 from node.escrow_driver import EscrowDriver
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas_trade as t
 
 routes = Routes("escrow")
 NOT_YET = (501,)

@@ -12,8 +12,8 @@ from node.api.context import Call
 from node.api.hub import Event
 from node.api.problems import ApiProblem, FieldError
 from node.api.registry import Routes
-from p2pmarket.client_events import EVENT_TYPES
-from p2pmarket.client_schemas import Wire
+from p2pmarket.api.events import EVENT_TYPES
+from p2pmarket.api.schemas import Wire
 
 routes = Routes("events")
 PING_EVERY = 10.0

@@ -21,8 +21,8 @@ from node.api.problems import ApiProblem, FieldError
 from node.api.registry import Routes
 from node.app import Node
 from node.market.cache import Filters
-from p2pmarket import client_schemas as s
-from p2pmarket.client_events import ListingFoundEvent
+from p2pmarket.api import schemas as s
+from p2pmarket.api.events import ListingFoundEvent
 from p2pmarket.identity import peer_id_from_public
 from p2pmarket.taxonomy import is_category
 from p2pmarket.wire.bodies import Listing

@@ -18,8 +18,8 @@ from node.api.routes_listings import find_listing
 from node.app import Node
 from node.market.orders import Role
 from node.p2p.outbox import OutboxEntry, State
-from p2pmarket import client_schemas as s
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas as s
+from p2pmarket.api import schemas_trade as t
 from p2pmarket.identity import peer_id_from_public
 from p2pmarket.wire.market import Inquiry
 from p2pmarket.wire.messages import Chat, MessageBody, MessageError, open_message

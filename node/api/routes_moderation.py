@@ -6,7 +6,7 @@ from node.api.context import Call, Reply, created, public_key
 from node.api.convert import page
 from node.api.registry import Routes
 from node.market.moderation import report_count, report_listing
-from p2pmarket import client_schemas as s
+from p2pmarket.api import schemas as s
 from p2pmarket.identity import peer_id_from_public
 from p2pmarket.wire.bodies import Arbiter
 from p2pmarket.wire.dhtkeys import ARBITERS_KEY

@@ -13,8 +13,8 @@ from node.api.context import Call, Reply
 from node.api.convert import page
 from node.api.registry import Routes
 from p2pmarket import __version__
-from p2pmarket import client_schemas as s
-from p2pmarket.client_events import StoppingEvent
+from p2pmarket.api import schemas as s
+from p2pmarket.api.events import StoppingEvent
 from p2pmarket.identity import peer_id_from_public
 from p2pmarket.taxonomy import all_paths
 

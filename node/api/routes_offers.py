@@ -7,8 +7,8 @@ from node.api.convert import offer_out, page
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
 from node.api.routes_listings import find_listing
-from p2pmarket import client_schemas as s
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas as s
+from p2pmarket.api import schemas_trade as t
 
 routes = Routes("offers")
 

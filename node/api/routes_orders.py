@@ -6,8 +6,8 @@ from __future__ import annotations
 from node.api.context import Call, Reply, created
 from node.api.convert import order_out, page, review_out
 from node.api.registry import Routes
-from p2pmarket import client_schemas as s
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas as s
+from p2pmarket.api import schemas_trade as t
 from p2pmarket.identity import peer_id_from_public
 
 routes = Routes("orders")

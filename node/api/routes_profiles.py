@@ -9,7 +9,7 @@ import msgspec
 from node.api.context import Call
 from node.api.convert import page, profile_out, review_out
 from node.api.registry import Routes
-from p2pmarket import client_schemas as s
+from p2pmarket.api import schemas as s
 
 routes = Routes("profiles")
 

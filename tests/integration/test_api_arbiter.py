@@ -17,7 +17,7 @@ from escrow.terms import Role, State
 from node.api.hub import EventHub
 from node.api.server import ApiServer
 from node.market.orders import OrderState
-from p2pmarket import client_schemas_trade as t
+from p2pmarket.api import schemas_trade as t
 from p2pmarket.client import ApiError, Client
 from tests.integration.escrow_world import (
     AMOUNT,

@@ -11,8 +11,8 @@ import pytest
 
 from node.api.hub import EventHub
 from node.api.server import ApiServer
+from p2pmarket.api.events import OrderChangedEvent, PeerEvent
 from p2pmarket.client import Client, Event
-from p2pmarket.client_events import OrderChangedEvent, PeerEvent
 from tests.integration.test_api_harness import until
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,8 +13,8 @@ import pytest
 from dht.testing import dht_network
 from node.market import inquiries
 from node.market.trade_engine import new_id
+from p2pmarket.api.events import ChatReceivedEvent
 from p2pmarket.client import ApiError, Client, Event
-from p2pmarket.client_events import ChatReceivedEvent
 from p2pmarket.wire.market import Inquiry
 from p2pmarket.wire.messages import Chat
 from tests.integration.test_api_harness import ApiNode, api_node, libp2p_host, raw

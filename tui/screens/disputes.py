@@ -14,9 +14,9 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 
+from p2pmarket.api.schemas import ArbiterOut
+from p2pmarket.api.schemas_trade import ArbiterFields, CaseFileOut, DisputeOut
 from p2pmarket.client import ApiError, ClientError, Event
-from p2pmarket.client_schemas import ArbiterOut
-from p2pmarket.client_schemas_trade import ArbiterFields, CaseFileOut, DisputeOut
 from tui.base import BaseScreen, data_table
 from tui.format import describe_error, esc, plain, short, to_int
 from tui.forms import Field, FieldInvalid

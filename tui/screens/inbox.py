@@ -9,8 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
+from p2pmarket.api.schemas_trade import ChatOut, ConversationOut, OfferOut
 from p2pmarket.client import Event
-from p2pmarket.client_schemas_trade import ChatOut, ConversationOut, OfferOut
 from tui.base import BaseScreen, data_table
 from tui.format import ago, esc, money, plain, short, to_int, to_minor
 from tui.forms import Field, FieldInvalid

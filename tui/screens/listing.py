@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Header, Static
 
-from p2pmarket.client_schemas import ListingOut, ProfileOut, ReviewOut
-from p2pmarket.client_schemas_trade import OfferOut
+from p2pmarket.api.schemas import ListingOut, ProfileOut, ReviewOut
+from p2pmarket.api.schemas_trade import OfferOut
 from tui.base import BaseScreen
 from tui.format import esc, money, short, to_int, to_minor
 from tui.forms import Field, FieldInvalid, FormScreen

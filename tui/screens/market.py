@@ -16,8 +16,8 @@ from textual.coordinate import Coordinate
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Select, Static
 
 from p2pmarket import geohash
+from p2pmarket.api.schemas import SearchHit, SortOrder
 from p2pmarket.client import ClientError, Event
-from p2pmarket.client_schemas import SearchHit, SortOrder
 from p2pmarket.wire.bodies import Condition
 from tui.base import BaseScreen
 from tui.category_tree import CategoryPicker, category_label

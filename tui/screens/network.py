@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Static
 
-from p2pmarket.client_schemas import NodeStatus
-from p2pmarket.client_schemas_trade import WalletOut
+from p2pmarket.api.schemas import NodeStatus
+from p2pmarket.api.schemas_trade import WalletOut
 from tui.base import BaseScreen
 from tui.format import ago, esc, short
 

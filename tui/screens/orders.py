@@ -11,8 +11,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
+from p2pmarket.api.schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
 from p2pmarket.client import ApiError, ClientError, Event
-from p2pmarket.client_schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
 from tui.base import BaseScreen, data_table
 from tui.format import describe_error, esc, money, plain, short, to_int
 from tui.forms import Field, FieldInvalid

@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Static
 
+from p2pmarket.api.schemas import ProfileOut
 from p2pmarket.client import Event
-from p2pmarket.client_schemas import ProfileOut
 from tui.base import BaseScreen, data_table
 from tui.format import esc, plain
 from tui.forms import Field, FieldInvalid, FormScreen

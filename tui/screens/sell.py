@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Header, Static
 
-from p2pmarket.client_schemas import ImageRef, ListingOut
+from p2pmarket.api.schemas import ImageRef, ListingOut
 from p2pmarket.taxonomy import all_paths
 from p2pmarket.wire.bodies import Condition, Currency
 from tui.base import BaseScreen, data_table

@@ -6,8 +6,8 @@ Each SSE message has `id:` (an integer that only grows, also across restarts), `
 
 from __future__ import annotations
 
-from p2pmarket.client_schemas import PeerId, Wire
-from p2pmarket.client_schemas_trade import OfferState, OrderState, Role
+from p2pmarket.api.schemas import PeerId, Wire
+from p2pmarket.api.schemas_trade import OfferState, OrderState, Role
 from p2pmarket.wire.bodies import Price
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta
 
-from p2pmarket.client_schemas import Hex32, Page, Paging, PeerId, Wire
+from p2pmarket.api.schemas import Hex32, Page, Paging, PeerId, Wire
 from p2pmarket.wire.bodies import Amount, ObjectId, Price
 from p2pmarket.wire.market import Note, PaymentMethod, Quantity
 
