@@ -33,7 +33,7 @@ def locate(args: argparse.Namespace) -> tuple[str, str, Path | None, str]:
         except OSError as exc:
             raise ClientError(f"cannot read the cookie {args.cookie}: {exc}") from None
         return args.api, token, None, "start the node, then check --api and --cookie"
-    from p2pmarket.client_base import read_datadir
+    from p2pmarket.client.transport import read_datadir
     datadir = resolve_datadir(args.datadir)
     hint = f"start it with `p2pmarket run --datadir {datadir}` (or `p2pmarket devnet`)"
     url, token = read_datadir(datadir)

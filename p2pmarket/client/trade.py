@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from p2pmarket.api import schemas as s
 from p2pmarket.api import schemas_trade as t
-from p2pmarket.client_base import Transport
-from p2pmarket.client_market import seg
+from p2pmarket.client.market import seg
+from p2pmarket.client.transport import Transport
 
 
 class TradeMethods(Transport):

@@ -24,7 +24,9 @@ import msgspec
 from p2pmarket.api import events as schemas_events
 from p2pmarket.api import schemas as schemas
 from p2pmarket.api import schemas_trade as schemas_trade
-from p2pmarket.client_base import (
+from p2pmarket.client.market import MarketMethods
+from p2pmarket.client.trade import TradeMethods
+from p2pmarket.client.transport import (
     ApiError,
     ClientError,
     NodeUnreachable,
@@ -32,8 +34,6 @@ from p2pmarket.client_base import (
     api_error,
     read_datadir,
 )
-from p2pmarket.client_market import MarketMethods
-from p2pmarket.client_trade import TradeMethods
 
 __all__ = ["ApiError", "Client", "ClientError", "Event", "NodeUnreachable", "Transport",
            "schemas", "schemas_events", "schemas_trade"]

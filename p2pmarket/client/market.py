@@ -10,7 +10,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from p2pmarket.api import schemas as s
-from p2pmarket.client_base import Transport, as_struct
+from p2pmarket.client.transport import Transport, as_struct
 from p2pmarket.wire.bodies import Condition, Currency, Mime, ReportReason
 
 
