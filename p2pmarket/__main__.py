@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from p2pmarket.cli import main
+from p2pmarket.cli.main import main
 
 raise SystemExit(main())

@@ -165,7 +165,7 @@ def refresh(self):
     raise RuntimeError("injected crash")
 
 NetworkScreen.action_refresh = refresh
-from p2pmarket.cli import main
+from p2pmarket.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

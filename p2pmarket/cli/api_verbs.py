@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from p2pmarket.cli_common import CliError
+from p2pmarket.cli.common import CliError
 from p2pmarket.datadir import resolve_datadir
 from p2pmarket.wire.bodies import Mime
 

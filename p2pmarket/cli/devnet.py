@@ -29,8 +29,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from p2pmarket.cli_common import CliError, is_initialised
-from p2pmarket.cli_devnet_seed import SAMPLES, listing_fields, png
+from p2pmarket.cli.common import CliError, is_initialised
+from p2pmarket.cli.devnet_seed import SAMPLES, listing_fields, png
 from p2pmarket.client import Client
 from p2pmarket.datadir import DataDirLock
 

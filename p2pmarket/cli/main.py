@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import cast
 
 from p2pmarket import __version__
-from p2pmarket.cli_api import add_verbs as add_api_verbs
-from p2pmarket.cli_common import (
+from p2pmarket.cli.api_verbs import add_verbs as add_api_verbs
+from p2pmarket.cli.common import (
     CliError,
     install_stderr_logging,
     is_initialised,
@@ -45,7 +45,7 @@ from p2pmarket.datadir import (
 from p2pmarket.keystore import Keystore, KeystoreError, WrongPassphrase, create_keystore
 from p2pmarket.storage import Database, StorageError
 
-log = logging.getLogger("p2pmarket.cli")
+log = logging.getLogger("p2pmarket.cli.main")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -194,7 +194,7 @@ def cmd_devnet(args: argparse.Namespace, _stderr: logging.Handler) -> int:
         print("p2pmarket: stdin is not a terminal; running without the TUI", file=sys.stderr)
         tui = False
     root.mkdir(parents=True, exist_ok=True)
-    module = importlib.import_module("p2pmarket.cli_devnet")  # node/, dht/ load only for this verb
+    module = importlib.import_module("p2pmarket.cli.devnet")  # node/, dht/ load only for this verb
 
     def say(line: str) -> None:
         print(f"p2pmarket: {line}", file=sys.stderr, flush=True)
