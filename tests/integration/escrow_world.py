@@ -15,7 +15,7 @@ from mnemonic import Mnemonic
 from dht.server import DhtNode
 from dht.testing import dht_network
 from escrow.chain import EsploraChain
-from escrow.devchain import Devchain
+from escrow.devchain.server import Devchain
 from escrow.terms import State
 from node.app import Node
 from node.escrow_book import EscrowUpdate

@@ -14,8 +14,8 @@ import aiohttp
 import bdkpython as bdk
 import pytest
 
-from escrow.btc_address import address_to_script, p2wpkh_script, scripthash
-from escrow.btc_primitives import (
+from escrow.devchain.btc_address import address_to_script, p2wpkh_script, scripthash
+from escrow.devchain.btc_primitives import (
     REGTEST_GENESIS_HASH,
     OutPoint,
     Tx,
@@ -24,8 +24,8 @@ from escrow.btc_primitives import (
     hash_hex,
     sha256d,
 )
-from escrow.devchain import Devchain, DevchainError, serve_devchain
-from escrow.devchain_faucet import FaucetKey, sign_p2wpkh
+from escrow.devchain.faucet import FaucetKey, sign_p2wpkh
+from escrow.devchain.server import Devchain, DevchainError, serve_devchain
 
 pytestmark = pytest.mark.timeout(120)
 

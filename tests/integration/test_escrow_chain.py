@@ -13,7 +13,7 @@ from mnemonic import Mnemonic
 
 from escrow import bitcoin as btc
 from escrow.chain import EsploraChain, MainnetRefused
-from escrow.devchain import Devchain
+from escrow.devchain.server import Devchain
 from escrow.machine import EscrowMachine
 from escrow.terms import (
     Broadcast,

@@ -7,7 +7,7 @@ import bdkpython as bdk
 import pbk
 import pytest
 
-from escrow.btc_address import (
+from escrow.devchain.btc_address import (
     AddressError,
     Encoding,
     address_to_script,
@@ -20,7 +20,7 @@ from escrow.btc_address import (
     script_to_address,
     script_type,
 )
-from escrow.btc_primitives import (
+from escrow.devchain.btc_primitives import (
     NULL_HASH,
     REGTEST_GENESIS_HASH,
     Block,
@@ -36,10 +36,10 @@ from escrow.btc_primitives import (
     regtest_genesis,
     sha256d,
 )
-from escrow.devchain_chain import ChainState, block_subsidy
-from escrow.devchain_faucet import FaucetKey, build_payment, sign_p2wpkh
-from escrow.devchain_mining import build_block, check_block
-from escrow.devchain_rules import check_transaction
+from escrow.devchain.chain import ChainState, block_subsidy
+from escrow.devchain.faucet import FaucetKey, build_payment, sign_p2wpkh
+from escrow.devchain.mining import build_block, check_block
+from escrow.devchain.rules import check_transaction
 
 ALL = pbk.ScriptVerificationFlags.ALL
 

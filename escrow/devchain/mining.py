@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import pbk
 
-from escrow.btc_address import push_data, push_int
-from escrow.btc_primitives import (
+from escrow.devchain.btc_address import push_data, push_int
+from escrow.devchain.btc_primitives import (
     NULL_HASH,
     NULL_INDEX,
     REGTEST_BITS,
@@ -29,7 +29,7 @@ from escrow.btc_primitives import (
     sha256d,
     witness_merkle_root,
 )
-from escrow.devchain_chain import ChainState, block_subsidy
+from escrow.devchain.chain import ChainState, block_subsidy
 
 log = logging.getLogger(__name__)
 

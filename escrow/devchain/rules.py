@@ -12,9 +12,9 @@ import logging
 
 import pbk
 
-from escrow.btc_address import script_type
-from escrow.btc_primitives import MAX_MONEY, SEQUENCE_FINAL, Tx, TxOut, hash_hex
-from escrow.devchain_chain import COINBASE_MATURITY, ChainState
+from escrow.devchain.btc_address import script_type
+from escrow.devchain.btc_primitives import MAX_MONEY, SEQUENCE_FINAL, Tx, TxOut, hash_hex
+from escrow.devchain.chain import COINBASE_MATURITY, ChainState
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from escrow.btc_address import script_to_address, script_type
-from escrow.btc_primitives import OutPoint, TxOut, difficulty, hash_hex, sha256d
-from escrow.devchain_chain import BlockEntry, ChainState, TxRecord
+from escrow.devchain.btc_address import script_to_address, script_type
+from escrow.devchain.btc_primitives import OutPoint, TxOut, difficulty, hash_hex, sha256d
+from escrow.devchain.chain import BlockEntry, ChainState, TxRecord
 
 Json = dict[str, Any]
 

@@ -11,10 +11,17 @@ from typing import Protocol
 
 from aiohttp import web
 
-from escrow.btc_address import AddressError, address_to_script
-from escrow.btc_primitives import DecodeError, OutPoint, Tx, hash_from_hex, hash_hex, sha256
-from escrow.devchain_chain import BlockEntry, ChainState, TxRecord
-from escrow.devchain_json import (
+from escrow.devchain.btc_address import AddressError, address_to_script
+from escrow.devchain.btc_primitives import (
+    DecodeError,
+    OutPoint,
+    Tx,
+    hash_from_hex,
+    hash_hex,
+    sha256,
+)
+from escrow.devchain.chain import BlockEntry, ChainState, TxRecord
+from escrow.devchain.json_shapes import (
     Json,
     block_json,
     empty_stats,
@@ -24,7 +31,7 @@ from escrow.devchain_json import (
     status_json,
     tx_json,
 )
-from escrow.devchain_rules import TxRejected
+from escrow.devchain.rules import TxRejected
 
 log = logging.getLogger(__name__)
 
