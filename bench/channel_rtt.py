@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.channel_rtt_raw import _summary, raw_echo_rtt  # noqa: E402
-from node.p2p.host import Libp2pHost  # noqa: E402
+from node.p2p.libp2p_host.host import Libp2pHost  # noqa: E402
 from node.p2p.messenger import MessageDelivered, Messenger  # noqa: E402
 from node.p2p.outbox import Outbox  # noqa: E402
 from node.p2p.peers import PeerDirectory  # noqa: E402

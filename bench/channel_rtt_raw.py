@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from libp2p.custom_types import TProtocol  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
 
-from node.p2p.host import Libp2pHost  # noqa: E402
+from node.p2p.libp2p_host.host import Libp2pHost  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
 
 ECHO = TProtocol("/p2pmarket/bench-echo/1.0.0")

@@ -105,14 +105,17 @@ class BootstrapNode:
         self._app = make_app(self.dht)
         self._runner = web.AppRunner(self._app, access_log=None)
         self.metrics_address: tuple[str, int] | None = None
-        self.relay: Any = None  # node.p2p.host.Libp2pHost serving as relay hop
+        self.relay: Any = None  # node.p2p.libp2p_host.host.Libp2pHost serving as relay hop
 
     async def start(self, *, dht_host: str, dht_port: int, metrics_port: int,
                     relay: tuple[str, int] | None = None) -> None:
         """Bind the DHT, metrics and (given `relay` = (host, port)) the libp2p relay hop."""
         await self.dht.listen(dht_port, dht_host)
         if relay is not None:
-            from node.p2p.host import Libp2pHost, RelayHopLimits  # libp2p loads only here
+            from node.p2p.libp2p_host.host import (  # libp2p loads only here
+                Libp2pHost,
+                RelayHopLimits,
+            )
             hop = Libp2pHost(self.identity, relay[0], relay[1],
                              relay_hop=RelayHopLimits(**RELAY_LIMITS))
             await hop.start()

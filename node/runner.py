@@ -80,7 +80,7 @@ async def _serve(datadir: Path, config: Config, keystore: Keystore,
             return 1
         db = Database.open(datadir / DB_FILE)
         # libp2p takes most of a second to import: off the loop, so the API answers meanwhile
-        host_module = await asyncio.to_thread(importlib.import_module, "node.p2p.host")
+        host_module = await asyncio.to_thread(importlib.import_module, "node.p2p.libp2p_host.host")
         try:
             host = host_module.Libp2pHost(keystore.identity, config.p2p_host, config.p2p_port,
                                           relay_via=config.relay_via)

@@ -22,7 +22,7 @@ from node.escrow_book import EscrowUpdate
 from node.escrow_driver import EscrowConfig, EscrowDriver
 from node.market.negotiation import NegotiationState
 from node.market.orders import OrderState
-from node.p2p.host import Libp2pHost
+from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.messenger import RetryPolicy
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database

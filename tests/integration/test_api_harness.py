@@ -48,7 +48,7 @@ def memory_hosts() -> Callable[[Identity], Host]:
 
 
 def libp2p_host(identity: Identity) -> Host:
-    from node.p2p.host import Libp2pHost
+    from node.p2p.libp2p_host.host import Libp2pHost
 
     return Libp2pHost(identity)
 

@@ -13,7 +13,7 @@ import pytest
 from dht.server import DhtNode
 from dht.testing import dht_network
 from node.app import Node
-from node.p2p.host import Libp2pHost
+from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.messenger import MessageReceived, RetryPolicy
 from node.p2p.outbox import State
 from p2pmarket.identity import Identity

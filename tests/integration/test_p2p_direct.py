@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from node.p2p.host import Libp2pHost
-from node.p2p.host_runtime import RuntimeStopped
+from node.p2p.libp2p_host.host import Libp2pHost
+from node.p2p.libp2p_host.runtime import RuntimeStopped
 from node.p2p.transport import DirectHost, PeerUnreachable
 from tests.integration import test_p2p_host
 from tests.integration.test_p2p_host import (
@@ -78,7 +78,7 @@ async def test_a_failing_handler_loses_only_its_frame(make_host: HostFactory,
         got.append(payload)
 
     b.set_frame_handler(handler)
-    with caplog.at_level(logging.ERROR, logger="node.p2p.host_engine"):
+    with caplog.at_level(logging.ERROR, logger="node.p2p.libp2p_host.engine"):
         for payload in (b"one", b"bad", b"two"):
             await a.send(b.peer_id, payload)
         await until(lambda: len(got) == 2)

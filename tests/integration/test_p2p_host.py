@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from node.p2p import host_engine
 from node.p2p.framing import MAX_FRAME, encode_frame
-from node.p2p.host import Libp2pHost
-from node.p2p.host_runtime import RuntimeStopped, TrioRuntime
+from node.p2p.libp2p_host import engine as host_engine
+from node.p2p.libp2p_host.host import Libp2pHost
+from node.p2p.libp2p_host.runtime import RuntimeStopped, TrioRuntime
 from node.p2p.transport import P2PError, PeerUnreachable, RemoteError, RequestTimeout
 from p2pmarket.identity import Identity
 

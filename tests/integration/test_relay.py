@@ -17,9 +17,9 @@ import pytest
 from dht.server import DhtNode
 from dht.testing import dht_network
 from node.bootstrap import BootstrapNode
-from node.p2p.host import Libp2pHost, RelayHopLimits
-from node.p2p.host_libp2p import parse_addrs
-from node.p2p.host_runtime import TrioRuntime
+from node.p2p.libp2p_host.adapt import parse_addrs
+from node.p2p.libp2p_host.host import Libp2pHost, RelayHopLimits
+from node.p2p.libp2p_host.runtime import TrioRuntime
 from node.p2p.messenger import MessageReceived, Messenger, RetryPolicy
 from node.p2p.outbox import Outbox, State
 from node.p2p.peers import PeerDirectory

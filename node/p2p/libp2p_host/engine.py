@@ -19,7 +19,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PERMANENT_ADDR_TTL
 
 from node.p2p.framing import FrameDecoder, FrameError, FrameTooLarge, encode_frame
-from node.p2p.host_libp2p import (
+from node.p2p.libp2p_host.adapt import (
     READ_CHUNK,
     EndOfStream,
     build_host,
@@ -28,9 +28,9 @@ from node.p2p.host_libp2p import (
     remote_peer,
     reset_stream,
 )
-from node.p2p.host_limits import PeerBuckets
-from node.p2p.host_relay import RESERVE_TIMEOUT, Relay, RelayHopLimits, is_circuit
-from node.p2p.host_runtime import RuntimeStopped, TrioRuntime
+from node.p2p.libp2p_host.limits import PeerBuckets
+from node.p2p.libp2p_host.relay import RESERVE_TIMEOUT, Relay, RelayHopLimits, is_circuit
+from node.p2p.libp2p_host.runtime import RuntimeStopped, TrioRuntime
 from node.p2p.transport import (
     MSG_PROTOCOL,
     FrameHandler,

@@ -23,7 +23,7 @@ from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.tools.anyio_service import background_trio_service
 
-from node.p2p.host_libp2p import close_stream, multiaddr_of, reset_stream
+from node.p2p.libp2p_host.adapt import close_stream, multiaddr_of, reset_stream
 from node.p2p.transport import PeerUnreachable
 
 log = logging.getLogger(__name__)

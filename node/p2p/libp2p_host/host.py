@@ -36,11 +36,11 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from node.p2p.framing import MAX_FRAME, encode_frame
-from node.p2p.host_engine import Engine, EngineConfig
-from node.p2p.host_libp2p import multiaddr_of, parse_addrs
-from node.p2p.host_relay import RelayHopLimits
-from node.p2p.host_runtime import RuntimeStopped, TrioRuntime, in_trio_task, wait_bridged
 from node.p2p.ids import public_of
+from node.p2p.libp2p_host.adapt import multiaddr_of, parse_addrs
+from node.p2p.libp2p_host.engine import Engine, EngineConfig
+from node.p2p.libp2p_host.relay import RelayHopLimits
+from node.p2p.libp2p_host.runtime import RuntimeStopped, TrioRuntime, in_trio_task, wait_bridged
 from node.p2p.transport import (
     MSG_PROTOCOL,
     FrameHandler,
