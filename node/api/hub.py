@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from node.api.convert import OFFER_STATES, ORDER_STATES, ROLES
-from node.api.escrow_adapter import escrow_api
+from node.api.escrow_view import escrow_api
 from node.escrow_driver import EscrowDriver
 from node.market.trade_store import (
     ChatReceived,

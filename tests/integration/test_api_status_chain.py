@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.api import routes_node
+from node.api.routes import node as routes_node
 from node.api.server import ApiServer
 from p2pmarket.client import Client
 from tests.integration.escrow_world import escrow_world

@@ -14,7 +14,7 @@ from node.api.context import Call, Reply, created, public_key
 from node.api.convert import OFFER_STATES, bad_token, key_token, page, read_key
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
-from node.api.routes_listings import find_listing
+from node.api.routes.listings import find_listing
 from node.app import Node
 from node.market.orders import Role
 from node.p2p.outbox import OutboxEntry, State

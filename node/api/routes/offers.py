@@ -6,7 +6,7 @@ from node.api.context import Call, Reply, created, public_key
 from node.api.convert import offer_out, page
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
-from node.api.routes_listings import find_listing
+from node.api.routes.listings import find_listing
 from p2pmarket.api import schemas as s
 from p2pmarket.api import schemas_trade as t
 

@@ -19,7 +19,7 @@ from node.market.orders import IllegalEvent, NotFound
 from p2pmarket.api import schemas_trade as t
 
 if TYPE_CHECKING:
-    from node.api.routes_escrow import EscrowChange
+    from node.api.routes.escrow import EscrowChange
 
 # what each party may do next, by escrow state (the machine still has the last word)
 NEXT: dict[tuple[Role, State], list[str]] = {

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from node.api.context import Call
-from node.api.escrow_adapter import escrow_api
+from node.api.escrow_view import escrow_api
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
 from node.escrow_driver import EscrowDriver

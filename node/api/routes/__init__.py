@@ -1,0 +1,2 @@
+"""The API's routes, one module per resource, each a `registry.Routes` table.
+"""
