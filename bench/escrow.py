@@ -53,7 +53,7 @@ from escrow.terms import (  # noqa: E402
     Terms,
 )
 from escrow.wallet import NodeWallet  # noqa: E402
-from node.escrow_book import Flag  # noqa: E402
+from node.escrow.book import Flag  # noqa: E402
 from tests.integration import escrow_world as ew  # noqa: E402
 
 STEPS = ("key_exchange", "funding_sent", "funding_seen", "release_signed",

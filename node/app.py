@@ -13,8 +13,8 @@ from pathlib import Path
 from dht.bootstrap import save_neighbours
 from dht.server import DhtNode
 from dht.storage import RecordStore
-from node.arbiters import ArbiterService
-from node.escrow_driver import EscrowConfig, EscrowDriver
+from node.escrow.arbiters import ArbiterService
+from node.escrow.driver import EscrowConfig, EscrowDriver
 from node.market.cache import ListingCache
 from node.market.listings import Listings
 from node.market.moderation import Blocklist

@@ -15,7 +15,7 @@ from pathlib import Path
 from dht.bootstrap import default_bootstrap_file, load_bootstrap_file, load_neighbours
 from node.api.server import ApiServer
 from node.app import Node
-from node.escrow_driver import EscrowConfig
+from node.escrow.driver import EscrowConfig
 from node.p2p.transport import P2PError
 from node.signals import stop_on_signals
 from p2pmarket.config import Config

@@ -1,4 +1,4 @@
-"""The escrow driver (`node.escrow_driver.EscrowDriver`) seen through the API's EscrowService.
+"""The escrow driver (`node.escrow.driver.EscrowDriver`) seen through the API's EscrowService.
 
 Maps the driver's views, events and errors to the API's wire types: `fund` proposes the escrow
 (the buyer's node then pays it from its wallet by itself), escrow errors become trade errors so
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 from escrow.terms import EscrowError, Role, State
-from node.escrow_book import EscrowChanged, EscrowView
-from node.escrow_driver import EscrowDriver
+from node.escrow.book import EscrowChanged, EscrowView
+from node.escrow.driver import EscrowDriver
 from node.market.orders import IllegalEvent, NotFound
 from p2pmarket.api import schemas_trade as t
 

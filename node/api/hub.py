@@ -19,7 +19,7 @@ import msgspec
 
 from node.api.convert import OFFER_STATES, ORDER_STATES, ROLES
 from node.api.escrow_view import escrow_api
-from node.escrow_driver import EscrowDriver
+from node.escrow.driver import EscrowDriver
 from node.market.trade_store import (
     ChatReceived,
     NegotiationChanged,

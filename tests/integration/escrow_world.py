@@ -18,8 +18,8 @@ from escrow.chain import EsploraChain
 from escrow.devchain.server import Devchain
 from escrow.terms import State
 from node.app import Node
-from node.escrow_book import EscrowUpdate
-from node.escrow_driver import EscrowConfig, EscrowDriver
+from node.escrow.book import EscrowUpdate
+from node.escrow.driver import EscrowConfig, EscrowDriver
 from node.market.negotiation import NegotiationState
 from node.market.orders import OrderState
 from node.p2p.libp2p_host.host import Libp2pHost

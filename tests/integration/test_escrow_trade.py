@@ -20,7 +20,7 @@ from escrow.terms import (
     Role,
     State,
 )
-from node.escrow_book import EscrowRefused, encode_event
+from node.escrow.book import EscrowRefused, encode_event
 from node.market.orders import OrderState
 from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step
 from tests.integration.escrow_world import (

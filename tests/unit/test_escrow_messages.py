@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from escrow.terms import Funded
-from node.escrow_book import decode_event, encode_event
+from node.escrow.book import decode_event, encode_event
 from p2pmarket.identity import Identity
 from p2pmarket.wire.escrow import (
     EscrowStep,

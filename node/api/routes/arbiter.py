@@ -1,5 +1,5 @@
 """Arbiter routes: this node's advert in the DHT's arbiter directory, the disputes it arbitrates
-(both parties' case files and statements) and its ruling; `node.arbiters` does the work.
+(both parties' case files and statements) and its ruling; `node.escrow.arbiters` does the work.
 
 Publishing an advert and everything about disputes need the escrow (a node without a chain
 cannot arbitrate: 501); reading and withdrawing the advert work on any node.
@@ -13,8 +13,8 @@ from node.api.context import Call
 from node.api.convert import literal_map, page, pid
 from node.api.problems import ApiProblem, validation_problem
 from node.api.registry import Routes
-from node.arbiters import ArbiterService, CaseFile, DisputeView
-from node.escrow_driver import EscrowDriver
+from node.escrow.arbiters import ArbiterService, CaseFile, DisputeView
+from node.escrow.driver import EscrowDriver
 from p2pmarket.api import schemas as s
 from p2pmarket.api import schemas_trade as t
 from p2pmarket.wire.bodies import Arbiter

@@ -14,7 +14,7 @@ from node.api.context import Call
 from node.api.escrow_view import escrow_api
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
-from node.escrow_driver import EscrowDriver
+from node.escrow.driver import EscrowDriver
 from p2pmarket.api import schemas_trade as t
 
 routes = Routes("escrow")

@@ -18,7 +18,7 @@ import msgspec
 
 from dht.server import DhtNode
 from escrow.terms import DisputeOpened, Evidence, LocalEscrowError, Role, State
-from node.escrow_book import RulingView, decode_event
+from node.escrow.book import RulingView, decode_event
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Arbiter, Listing, Tombstone
@@ -28,7 +28,7 @@ from p2pmarket.wire.order_steps import ChainError, verify_chain
 from p2pmarket.wire.records import Record, RecordError, decode_record, sign_record
 
 if TYPE_CHECKING:
-    from node.escrow_driver import EscrowDriver
+    from node.escrow.driver import EscrowDriver
 
 log = logging.getLogger(__name__)
 

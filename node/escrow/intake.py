@@ -24,8 +24,8 @@ from escrow.terms import (
     State,
     Terms,
 )
-from node.escrow_actions import EscrowActions
-from node.escrow_book import Escrow, decode_event
+from node.escrow.book import Escrow, decode_event
+from node.escrow.reconcile import EscrowActions
 from node.market.orders import Order, TradeError
 from node.market.orders import Role as OrderRole
 from node.p2p.messenger import MessageReceived, MessengerEvent

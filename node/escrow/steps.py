@@ -48,7 +48,7 @@ from escrow.terms import (
     TimeoutClaimed,
 )
 from escrow.wallet import NodeWallet
-from node.escrow_book import (
+from node.escrow.book import (
     Escrow,
     EscrowChanged,
     EscrowNotice,
@@ -59,7 +59,7 @@ from node.escrow_book import (
     event_tag,
     replay,
 )
-from node.escrow_store import EscrowStore
+from node.escrow.store import EscrowStore
 from node.market.trade import Trade
 from node.p2p.messenger import Messenger
 from p2pmarket.identity import Identity

@@ -34,12 +34,12 @@ from escrow.terms import (
     Terms,
 )
 from escrow.wallet import NodeWallet
-from node.arbiters import find_advert
-from node.escrow_actions import SIGNED_EVENT
-from node.escrow_book import Escrow, EscrowView, Flag, replay, view
-from node.escrow_core import EscrowConfig, EscrowNode
-from node.escrow_intake import PARK_FOR, EscrowIntake
-from node.escrow_store import EscrowRow
+from node.escrow.arbiters import find_advert
+from node.escrow.book import Escrow, EscrowView, Flag, replay, view
+from node.escrow.intake import PARK_FOR, EscrowIntake
+from node.escrow.reconcile import SIGNED_EVENT
+from node.escrow.steps import EscrowConfig, EscrowNode
+from node.escrow.store import EscrowRow
 from node.market.orders import OrderState, TradeError
 from node.market.orders import Role as OrderRole
 from p2pmarket.storage import StorageError

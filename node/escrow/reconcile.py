@@ -37,8 +37,8 @@ from escrow.terms import (
     Shipped,
     State,
 )
-from node.escrow_book import Escrow, EscrowNotice, Flag, policy_of
-from node.escrow_core import EscrowCore
+from node.escrow.book import Escrow, EscrowNotice, Flag, policy_of
+from node.escrow.steps import EscrowCore
 from node.market.orders import OrderState, TradeError
 from p2pmarket.wire.escrow import MAX_CASE_STEPS, EscrowCase
 from p2pmarket.wire.market import listing_ref

@@ -25,7 +25,7 @@ from escrow.terms import (
     Terms,
     Tick,
 )
-from node.escrow_store import StepRow
+from node.escrow.store import StepRow
 from p2pmarket.wire.escrow import Proposal
 
 _encoder = msgspec.msgpack.Encoder()
