@@ -20,12 +20,12 @@ from node.market.listings import Listings
 from node.market.moderation import Blocklist
 from node.market.profiles import Profiles
 from node.market.search import Search
-from node.market.trade import Trade
 from node.p2p.blobs import BlobService, BlobStore
 from node.p2p.messenger import Messenger, RetryPolicy
 from node.p2p.outbox import Outbox
 from node.p2p.peers import PeerDirectory
 from node.p2p.transport import Host
+from node.trade.service import Trade
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 

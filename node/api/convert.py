@@ -16,9 +16,9 @@ import msgspec
 from node.api.context import public_key
 from node.api.problems import ApiProblem, FieldError
 from node.market.cache import Hit
-from node.market.negotiation import NegotiationState, Proposal
-from node.market.orders import OrderState, Role
-from node.market.trade_store import NegotiationView, OrderView, StepView
+from node.trade.negotiation import NegotiationState, Proposal
+from node.trade.orders import OrderState, Role
+from node.trade.store import NegotiationView, OrderView, StepView
 from p2pmarket.api import schemas as s
 from p2pmarket.api import schemas_trade as t
 from p2pmarket.identity import peer_id_from_public

@@ -20,7 +20,8 @@ import msgspec
 from node.api.convert import OFFER_STATES, ORDER_STATES, ROLES
 from node.api.escrow_view import escrow_api
 from node.escrow.driver import EscrowDriver
-from node.market.trade_store import (
+from node.p2p.messenger import MessageDelivered, MessageFailed, MessageReceived, MessengerEvent
+from node.trade.store import (
     ChatReceived,
     NegotiationChanged,
     OrderChanged,
@@ -28,7 +29,6 @@ from node.market.trade_store import (
     ReviewPublished,
     TradeEvent,
 )
-from node.p2p.messenger import MessageDelivered, MessageFailed, MessageReceived, MessengerEvent
 from p2pmarket.api import events as ev
 from p2pmarket.identity import peer_id_from_public
 

@@ -15,7 +15,10 @@ from aiohttp import web
 
 from dht.server import DhtError
 from node.market.listings import ListingInvalid, ListingNotFound
-from node.market.orders import (
+from node.market.profiles import ProfileInvalid
+from node.p2p.blobs import BlobError
+from node.p2p.transport import P2PError, RequestTimeout
+from node.trade.orders import (
     IllegalEvent,
     InvalidTerms,
     LocalProtocolError,
@@ -25,9 +28,6 @@ from node.market.orders import (
     Unavailable,
     WrongRole,
 )
-from node.market.profiles import ProfileInvalid
-from node.p2p.blobs import BlobError
-from node.p2p.transport import P2PError, RequestTimeout
 from p2pmarket.api.schemas import Wire
 
 log = logging.getLogger(__name__)

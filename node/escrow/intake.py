@@ -26,9 +26,9 @@ from escrow.terms import (
 )
 from node.escrow.book import Escrow, decode_event
 from node.escrow.reconcile import EscrowActions
-from node.market.orders import Order, TradeError
-from node.market.orders import Role as OrderRole
 from node.p2p.messenger import MessageReceived, MessengerEvent
+from node.trade.orders import Order, TradeError
+from node.trade.orders import Role as OrderRole
 from p2pmarket.wire.bodies import Arbiter, Listing
 from p2pmarket.wire.escrow import (
     EscrowBody,

@@ -60,8 +60,8 @@ from node.escrow.book import (
     replay,
 )
 from node.escrow.store import EscrowStore
-from node.market.trade import Trade
 from node.p2p.messenger import Messenger
+from node.trade.service import Trade
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step

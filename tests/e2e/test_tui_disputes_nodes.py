@@ -13,7 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
 from escrow.terms import State
-from node.market.orders import OrderState
+from node.trade.orders import OrderState
 from tests.integration.escrow_world import (
     AMOUNT,
     agree,

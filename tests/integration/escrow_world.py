@@ -20,10 +20,10 @@ from escrow.terms import State
 from node.app import Node
 from node.escrow.book import EscrowUpdate
 from node.escrow.driver import EscrowConfig, EscrowDriver
-from node.market.negotiation import NegotiationState
-from node.market.orders import OrderState
 from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.messenger import RetryPolicy
+from node.trade.negotiation import NegotiationState
+from node.trade.orders import OrderState
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing

@@ -16,7 +16,7 @@ from dht.testing import dht_network
 from escrow.terms import Role, State
 from node.api.hub import EventHub
 from node.api.server import ApiServer
-from node.market.orders import OrderState
+from node.trade.orders import OrderState
 from p2pmarket.api import schemas_trade as t
 from p2pmarket.client import ApiError, Client
 from tests.integration.escrow_world import (

@@ -9,7 +9,7 @@ import pytest
 
 from escrow.terms import State
 from node.api.server import ApiServer
-from node.market.orders import OrderState
+from node.trade.orders import OrderState
 from p2pmarket.client import ApiError, Client
 from tests.integration.escrow_world import (
     AMOUNT,

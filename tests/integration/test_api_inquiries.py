@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from dht.testing import dht_network
-from node.market import inquiries
-from node.market.trade_engine import new_id
+from node.trade import inquiries
+from node.trade.inbound import new_id
 from p2pmarket.api.events import ChatReceivedEvent
 from p2pmarket.client import ApiError, Client, Event
 from p2pmarket.wire.market import Inquiry

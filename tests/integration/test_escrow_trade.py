@@ -21,7 +21,7 @@ from escrow.terms import (
     State,
 )
 from node.escrow.book import EscrowRefused, encode_event
-from node.market.orders import OrderState
+from node.trade.orders import OrderState
 from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step
 from tests.integration.escrow_world import (
     AMOUNT,

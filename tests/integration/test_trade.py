@@ -12,16 +12,16 @@ import pytest
 
 from dht.server import DhtNode
 from dht.testing import dht_network
-from node.market.negotiation import NegotiationState
-from node.market.orders import IllegalEvent, OrderState, StaleOffer, WrongRole
-from node.market.reviews import ReviewReader, build_review
-from node.market.trade import Trade
-from node.market.trade_store import NegotiationChanged, OrderChanged, TradeEvent
 from node.p2p.memory import MemoryHost, MemoryNetwork
 from node.p2p.messenger import Messenger
 from node.p2p.outbox import Outbox
 from node.p2p.peers import PeerDirectory
 from node.p2p.seal import encryption_public
+from node.trade.negotiation import NegotiationState
+from node.trade.orders import IllegalEvent, OrderState, StaleOffer, WrongRole
+from node.trade.reviews import ReviewReader, build_review
+from node.trade.service import Trade
+from node.trade.store import NegotiationChanged, OrderChanged, TradeEvent
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing, Location, Price

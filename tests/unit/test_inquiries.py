@@ -15,18 +15,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.market import inquiries
-from node.market.inquiries import InquiryView
-from node.market.orders import LocalProtocolError, NotFound, Role
-from node.market.trade import Trade
-from node.market.trade_store import (
+from node.p2p.messenger import MessageReceived
+from node.trade import inquiries
+from node.trade.inquiries import InquiryView
+from node.trade.orders import LocalProtocolError, NotFound, Role
+from node.trade.service import Trade
+from node.trade.store import (
     NEGOTIATION_MIGRATIONS,
     ChatReceived,
     NegotiationChanged,
     PeerViolation,
     TradeEvent,
 )
-from node.p2p.messenger import MessageReceived
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing, Location, Price

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.market.negotiation import (
+from node.trade.negotiation import (
     CROSSING,
     FINAL_STATES,
     TRANSITIONS,
@@ -18,7 +18,7 @@ from node.market.negotiation import (
     check_fresh,
     check_terms,
 )
-from node.market.orders import (
+from node.trade.orders import (
     IllegalEvent,
     InvalidTerms,
     LocalProtocolError,

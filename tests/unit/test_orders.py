@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.market.orders import (
+from node.trade.orders import (
     AUTHORS,
     TRANSITIONS,
     Applied,

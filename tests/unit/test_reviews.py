@@ -6,7 +6,7 @@ import os
 
 import msgspec
 
-from node.market.reviews import (
+from node.trade.reviews import (
     ReviewReader,
     build_review,
     rating_identity,

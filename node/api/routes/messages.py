@@ -16,8 +16,8 @@ from node.api.problems import ApiProblem
 from node.api.registry import Routes
 from node.api.routes.listings import find_listing
 from node.app import Node
-from node.market.orders import Role
 from node.p2p.outbox import OutboxEntry, State
+from node.trade.orders import Role
 from p2pmarket.api import schemas as s
 from p2pmarket.api import schemas_trade as t
 from p2pmarket.identity import peer_id_from_public

@@ -17,9 +17,11 @@ import inspect
 import logging
 
 from dht.server import DhtError
-from node.market.inquiries import InquiryView
-from node.market.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
-from node.market.orders import (
+from node.p2p.seal import SealError, seal
+from node.trade.inbound import ListingSource, SaleHook, TradeEngine, TradeNode, new_id
+from node.trade.inquiries import InquiryView
+from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
+from node.trade.orders import (
     IllegalEvent,
     LocalProtocolError,
     NotFound,
@@ -30,16 +32,14 @@ from node.market.orders import (
     Unavailable,
     WrongRole,
 )
-from node.market.reviews import ReviewReader, build_review, rating_identity
-from node.market.trade_engine import ListingSource, SaleHook, TradeEngine, TradeNode, new_id
-from node.market.trade_store import (
+from node.trade.reviews import ReviewReader, build_review, rating_identity
+from node.trade.store import (
     NegotiationView,
     OrderView,
     ReviewPublished,
     negotiation_view,
     order_view,
 )
-from node.p2p.seal import SealError, seal
 from p2pmarket.wire.bodies import Listing, Price, Review
 from p2pmarket.wire.market import (
     Accept,

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from dht.server import DhtNode
-from node.market.inquiries import InquiryStore
-from node.market.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
-from node.market.orders import (
+from node.p2p.messenger import MessageReceived, Messenger, MessengerEvent
+from node.p2p.peers import PeerDirectory
+from node.trade.inquiries import InquiryStore
+from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
+from node.trade.orders import (
     Applied,
     IllegalEvent,
     LocalProtocolError,
@@ -32,7 +34,7 @@ from node.market.orders import (
     TradeError,
     WrongRole,
 )
-from node.market.trade_store import (
+from node.trade.store import (
     ChatReceived,
     NegotiationChanged,
     OrderChanged,
@@ -40,8 +42,6 @@ from node.market.trade_store import (
     TradeEvent,
     TradeStore,
 )
-from node.p2p.messenger import MessageReceived, Messenger, MessengerEvent
-from node.p2p.peers import PeerDirectory
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database, StorageError
 from p2pmarket.wire.bodies import Listing, Price

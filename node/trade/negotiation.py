@@ -29,7 +29,7 @@ import enum
 
 import msgspec
 
-from node.market.orders import (
+from node.trade.orders import (
     IllegalEvent,
     InvalidTerms,
     LocalProtocolError,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import msgspec
 
-from node.market.negotiation import Negotiation, NegotiationState, Proposal
-from node.market.orders import NotFound, Order, OrderState, Role, TradeError
 from node.p2p.seal import SealError, encryption_key, unseal
+from node.trade.negotiation import Negotiation, NegotiationState, Proposal
+from node.trade.orders import NotFound, Order, OrderState, Role, TradeError
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing, Price
@@ -57,7 +57,7 @@ NEGOTIATION_MIGRATIONS = [
     );
     CREATE INDEX chat_conversation ON chat (conversation, id);
     """,
-    # conversations opened by an Inquiry, before any offer (node.market.inquiries)
+    # conversations opened by an Inquiry, before any offer (node.trade.inquiries)
     """
     CREATE TABLE inquiries (
         id TEXT PRIMARY KEY,

@@ -15,8 +15,8 @@ import logging
 
 import msgspec
 
-from node.market.orders import NotFound, RemoteProtocolError, Role
-from node.market.trade_store import TradeStore
+from node.trade.orders import NotFound, RemoteProtocolError, Role
+from node.trade.store import TradeStore
 from p2pmarket.wire.bodies import Listing
 from p2pmarket.wire.market import Inquiry
 from p2pmarket.wire.records import Record
