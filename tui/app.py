@@ -15,7 +15,6 @@ from textual.notifications import SeverityLevel
 
 from p2pmarket.client import ClientError, Event
 from tui.format import describe_error, short
-from tui.nav import SCREENS
 from tui.screens.disputes import DisputesScreen
 from tui.screens.inbox import InboxScreen
 from tui.screens.market import MarketScreen
@@ -23,6 +22,7 @@ from tui.screens.network import NetworkScreen
 from tui.screens.orders import OrdersScreen
 from tui.screens.profile import ProfileScreen
 from tui.screens.sell import SellScreen
+from tui.widgets.nav import SCREENS
 
 if TYPE_CHECKING:
     from p2pmarket.api.schemas import NodeStatus
@@ -53,7 +53,7 @@ class MarketApp(App[None]):
              "profile": ProfileScreen}
     DEFAULT_MODE = "market"
     COMMANDS = App.COMMANDS | {ScreensProvider}
-    # the F-keys' hint is the screens line under the header (tui/nav.py), not the footer
+    # the F-keys' hint is the screens line under the header (tui/widgets/nav.py), not the footer
     BINDINGS = [
         *(Binding(key, f"app.switch_mode('{mode}')", title, id=f"app.{mode}", show=False)
           for mode, (key, title, _) in SCREENS.items()),

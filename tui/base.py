@@ -12,8 +12,8 @@ from textual.widgets import DataTable, Header
 
 from p2pmarket.client import ClientError, Event
 from tui.format import describe_error
-from tui.forms import Field, FormScreen, Submit
-from tui.nav import NavBar
+from tui.widgets.forms import Field, FormScreen, Submit
+from tui.widgets.nav import NavBar
 
 if TYPE_CHECKING:
     from p2pmarket.client import Client

@@ -7,10 +7,10 @@ from textual.widgets import DataTable, Input, Static
 
 from p2pmarket.client import Event
 from tui.app import MarketApp, make_app
-from tui.forms import FormScreen
 from tui.screens.listing import ListingScreen
 from tui.screens.market import MarketScreen
 from tui.testing import SELLER, FakeClient
+from tui.widgets.forms import FormScreen
 
 
 def fake_app(fake: FakeClient | None = None, *, live: bool = False) -> tuple[MarketApp, FakeClient]:

@@ -27,8 +27,8 @@ from tests.integration.escrow_world import (
 )
 from tests.integration.test_api_arbiter import served
 from tui.app import MarketApp, make_app
-from tui.forms import FormScreen
 from tui.screens.disputes import DisputesScreen
+from tui.widgets.forms import FormScreen
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

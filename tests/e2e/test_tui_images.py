@@ -23,10 +23,10 @@ from dht.testing import dht_network
 from p2pmarket.client import Client
 from tests.integration.test_api_harness import api_node, memory_hosts
 from tui.app import MarketApp, make_app
-from tui.forms import FormScreen
-from tui.images import MAX_PIXELS, ImagePreview, decode, fit, label
 from tui.screens.listing import ListingScreen
 from tui.testing import FakeClient, image_ref, png
+from tui.widgets.forms import FormScreen
+from tui.widgets.images import MAX_PIXELS, ImagePreview, decode, fit, label
 
 
 def app_over(client: FakeClient) -> MarketApp:

@@ -11,9 +11,9 @@ from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static, Tree
 
 from tui.app import MarketApp, make_app
-from tui.category_tree import CategoryPicker, taxonomy
 from tui.screens.market import MarketScreen, parse_place, parse_radius
 from tui.testing import FakeClient
+from tui.widgets.category_tree import CategoryPicker, taxonomy
 
 
 def fake_app(fake: FakeClient | None = None) -> tuple[MarketApp, FakeClient]:

@@ -22,11 +22,11 @@ from dht.testing import dht_network
 from p2pmarket.client import Client
 from tests.integration.test_api_harness import ApiNode, api_node, memory_hosts
 from tui.app import MarketApp, make_app
-from tui.forms import FormScreen
 from tui.screens.inbox import InboxScreen
 from tui.screens.listing import ListingScreen
 from tui.screens.network import NetworkScreen
 from tui.screens.orders import OrdersScreen
+from tui.widgets.forms import FormScreen
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 

@@ -19,7 +19,7 @@ from p2pmarket.api.schemas_trade import ArbiterFields, CaseFileOut, DisputeOut
 from p2pmarket.client import ApiError, ClientError, Event
 from tui.base import BaseScreen, data_table
 from tui.format import describe_error, esc, plain, short, to_int
-from tui.forms import Field, FieldInvalid
+from tui.widgets.forms import Field, FieldInvalid
 
 NO_ESCROW = 501
 DEFAULT_MINER_FEE = 2_000  # sat left for the network fee by the form's suggested split

@@ -13,7 +13,7 @@ from p2pmarket.api.schemas_trade import ChatOut, ConversationOut, OfferOut
 from p2pmarket.client import Event
 from tui.base import BaseScreen, data_table
 from tui.format import ago, esc, money, plain, short, to_int, to_minor
-from tui.forms import Field, FieldInvalid
+from tui.widgets.forms import Field, FieldInvalid
 
 LIVE = ("open", "countered")
 

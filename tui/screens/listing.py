@@ -16,8 +16,8 @@ from p2pmarket.api.schemas import ListingOut, ProfileOut, ReviewOut
 from p2pmarket.api.schemas_trade import OfferOut
 from tui.base import BaseScreen
 from tui.format import esc, money, short, to_int, to_minor
-from tui.forms import Field, FieldInvalid, FormScreen
-from tui.images import ImagePreview
+from tui.widgets.forms import Field, FieldInvalid, FormScreen
+from tui.widgets.images import ImagePreview
 
 
 def listing_text(item: ListingOut) -> str:

@@ -20,9 +20,9 @@ from p2pmarket.api.schemas import SearchHit, SortOrder
 from p2pmarket.client import ClientError, Event
 from p2pmarket.wire.bodies import Condition
 from tui.base import BaseScreen
-from tui.category_tree import CategoryPicker, category_label
 from tui.format import money, plain, short, to_minor
-from tui.forms import FieldInvalid
+from tui.widgets.category_tree import CategoryPicker, category_label
+from tui.widgets.forms import FieldInvalid
 
 if TYPE_CHECKING:
     from p2pmarket.wire.bodies import Condition as ConditionT

@@ -15,7 +15,7 @@ from p2pmarket.api.schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
 from p2pmarket.client import ApiError, ClientError, Event
 from tui.base import BaseScreen, data_table
 from tui.format import describe_error, esc, money, plain, short, to_int
-from tui.forms import Field, FieldInvalid
+from tui.widgets.forms import Field, FieldInvalid
 
 # action name -> the order step kind the API lists in `OrderOut.can`
 STEP_OF = {"ship": "shipped", "confirm": "received", "cancel": "cancelled", "paid": "paid",

@@ -16,8 +16,8 @@ from p2pmarket.api.schemas import ProfileOut
 from p2pmarket.client import Event
 from tui.base import BaseScreen, data_table
 from tui.format import esc, plain
-from tui.forms import Field, FieldInvalid, FormScreen
-from tui.images import ImagePreview, read_image_files
+from tui.widgets.forms import Field, FieldInvalid, FormScreen
+from tui.widgets.images import ImagePreview, read_image_files
 
 AVATAR_BOX = (16, 5)  # cells: my picture beside the profile text
 

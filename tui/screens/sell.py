@@ -16,8 +16,8 @@ from p2pmarket.taxonomy import all_paths
 from p2pmarket.wire.bodies import Condition, Currency
 from tui.base import BaseScreen, data_table
 from tui.format import money, plain, to_int, to_minor
-from tui.forms import Field, FieldInvalid
-from tui.images import read_image_files
+from tui.widgets.forms import Field, FieldInvalid
+from tui.widgets.images import read_image_files
 
 if TYPE_CHECKING:
     from p2pmarket.client import Client
