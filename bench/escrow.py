@@ -54,7 +54,7 @@ from escrow.terms import (  # noqa: E402
 )
 from escrow.wallet import NodeWallet  # noqa: E402
 from node.escrow.book import Flag  # noqa: E402
-from tests.integration import escrow_world as ew  # noqa: E402
+from tests.support import escrow_world as ew  # noqa: E402
 
 STEPS = ("key_exchange", "funding_sent", "funding_seen", "release_signed",
          "broadcast_accepted", "total")

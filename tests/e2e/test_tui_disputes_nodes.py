@@ -14,7 +14,8 @@ from textual.widgets import DataTable, Input, Static
 
 from escrow.terms import State
 from node.trade.orders import OrderState
-from tests.integration.escrow_world import (
+from tests.integration.test_api_arbiter import served
+from tests.support.escrow_world import (
     AMOUNT,
     agree,
     escrow_state,
@@ -25,7 +26,6 @@ from tests.integration.escrow_world import (
     order_state,
     until,
 )
-from tests.integration.test_api_arbiter import served
 from tui.app import MarketApp, make_app
 from tui.screens.disputes import DisputesScreen
 from tui.widgets.forms import FormScreen

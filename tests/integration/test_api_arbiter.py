@@ -19,7 +19,8 @@ from node.api.server import ApiServer
 from node.trade.orders import OrderState
 from p2pmarket.api import schemas_trade as t
 from p2pmarket.client import ApiError, Client
-from tests.integration.escrow_world import (
+from tests.integration.test_api_harness import api_node, eventually
+from tests.support.escrow_world import (
     AMOUNT,
     FEE_RATE,
     Party,
@@ -32,7 +33,6 @@ from tests.integration.escrow_world import (
     order_state,
     until,
 )
-from tests.integration.test_api_harness import api_node, eventually
 
 pytestmark = pytest.mark.timeout(60)
 FEE = FEE_RATE * 220  # the miner fee of a settlement here

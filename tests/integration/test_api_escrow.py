@@ -11,7 +11,7 @@ from escrow.terms import State
 from node.api.server import ApiServer
 from node.trade.orders import OrderState
 from p2pmarket.client import ApiError, Client
-from tests.integration.escrow_world import (
+from tests.support.escrow_world import (
     AMOUNT,
     escrow_state,
     escrow_world,

@@ -11,7 +11,7 @@ import pytest
 from node.api.routes import node as routes_node
 from node.api.server import ApiServer
 from p2pmarket.client import Client
-from tests.integration.escrow_world import escrow_world
+from tests.support.escrow_world import escrow_world
 
 pytestmark = pytest.mark.timeout(60)
 

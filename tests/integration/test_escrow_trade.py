@@ -23,7 +23,7 @@ from escrow.terms import (
 from node.escrow.book import EscrowRefused, encode_event
 from node.trade.orders import OrderState
 from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step
-from tests.integration.escrow_world import (
+from tests.support.escrow_world import (
     AMOUNT,
     FEE_RATE,
     Party,

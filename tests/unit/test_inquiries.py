@@ -33,7 +33,7 @@ from p2pmarket.wire.bodies import Listing, Location, Price
 from p2pmarket.wire.market import Inquiry, Offer, listing_ref
 from p2pmarket.wire.messages import Chat, Message, MessageBody, open_message, sign_message
 from p2pmarket.wire.records import Record, sign_record
-from tests.strategies import object_id
+from tests.support.strategies import object_id
 
 LISTING_ID = "bike-0001"
 chat_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,

@@ -24,7 +24,7 @@ from p2pmarket.wire.records import (
     decode_record,
     sign_record,
 )
-from tests.strategies import BY_KIND
+from tests.support.strategies import BY_KIND
 
 NOW = 1_700_000_000
 ALICE = Identity.from_seed(bytes(range(32)))

@@ -1,0 +1,2 @@
+"""Factories and helpers the tests share (never import one test module from another).
+"""
