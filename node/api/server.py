@@ -20,18 +20,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from node.api import (
-    routes_arbiter,
-    routes_escrow,
-    routes_events,
-    routes_listings,
-    routes_messages,
-    routes_moderation,
-    routes_node,
-    routes_offers,
-    routes_orders,
-    routes_profiles,
-)
+from node.api import routes
 from node.api.context import STATE, ApiState
 from node.api.guard import ENDPOINTS, guard_middleware
 from node.api.hub import EventHub
@@ -49,10 +38,10 @@ log = logging.getLogger(__name__)
 URL_FILE = "api.url"
 MAX_BODY = 4 * 1024 * 1024  # a 2 MB image, base64, fits
 SHUTDOWN_TIMEOUT = 3.0
-ROUTES = [routes_node.routes, routes_events.routes, routes_listings.routes,
-          routes_profiles.routes, routes_offers.routes, routes_orders.routes,
-          routes_messages.routes, routes_moderation.routes, routes_escrow.routes,
-          routes_arbiter.routes]
+ROUTES = [routes.node.routes, routes.events.routes, routes.listings.routes,
+          routes.profiles.routes, routes.offers.routes, routes.orders.routes,
+          routes.messages.routes, routes.moderation.routes, routes.escrow.routes,
+          routes.arbiter.routes]
 
 
 def endpoints() -> list[Endpoint]:
@@ -74,7 +63,7 @@ def build_app(state: ApiState) -> web.Application:
     app[STATE] = state
     table = endpoints()
     app[ENDPOINTS] = register(app, table)
-    app[routes_node.OPENAPI] = build_openapi(table)
+    app[routes.node.OPENAPI] = build_openapi(table)
     app.on_shutdown.append(_on_shutdown)
     return app
 

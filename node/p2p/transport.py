@@ -1,7 +1,7 @@
 """The seam between the node and its peer-to-peer transport (httpcore-style).
 
-`Host` is what the node uses: the libp2p implementation (`node.p2p.libp2p_host.host.Libp2pHost`) and an
-in-memory one (`node.p2p.memory.MemoryHost`) for tests of market logic both provide it.
+`Host` is what the node uses: the libp2p implementation (`node.p2p.libp2p_host.host.Libp2pHost`)
+and an in-memory one (`node.p2p.memory.MemoryHost`) for tests of market logic both provide it.
 `DirectHost` adds the messenger's short path: frames handed to a callback, frames queued
 without awaiting (`Libp2pHost` and `memory.DirectMemoryHost` provide it).
 """

@@ -142,7 +142,8 @@ def cmd_devchain(args: argparse.Namespace, _stderr: logging.Handler) -> int:
     datadir = Path(args.datadir) if args.datadir else resolve_datadir(None) / "devchain"
     if args.block_interval is not None and args.block_interval <= 0:
         raise CliError("--block-interval must be a positive number of seconds")
-    module = importlib.import_module("escrow.devchain.server")  # bdk and pbk load only for this verb
+    # bdk and pbk load only for this verb
+    module = importlib.import_module("escrow.devchain.server")
 
     def ready(chain: object) -> None:
         url = getattr(chain, "url", "")
