@@ -15,7 +15,7 @@ from weakref import WeakKeyDictionary
 from escrow.terms import EscrowError, Role, State
 from node.escrow.book import EscrowChanged, EscrowView
 from node.escrow.driver import EscrowDriver
-from node.trade.orders import IllegalEvent, NotFound
+from node.trade.errors import IllegalEvent, NotFound
 from p2pmarket.api import schemas_trade as t
 
 if TYPE_CHECKING:

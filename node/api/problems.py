@@ -18,7 +18,7 @@ from node.market.listings import ListingInvalid, ListingNotFound
 from node.market.profiles import ProfileInvalid
 from node.p2p.blobs import BlobError
 from node.p2p.transport import P2PError, RequestTimeout
-from node.trade.orders import (
+from node.trade.errors import (
     IllegalEvent,
     InvalidTerms,
     LocalProtocolError,

@@ -24,7 +24,7 @@ from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Arbiter, Listing, Tombstone
 from p2pmarket.wire.dhtkeys import ARBITERS_KEY
 from p2pmarket.wire.market import listing_ref
-from p2pmarket.wire.order_steps import ChainError, verify_chain
+from p2pmarket.wire.order_steps import OrderLogError, verify_chain
 from p2pmarket.wire.records import Record, RecordError, decode_record, sign_record
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ class ArbiterService:
 def _case_file(party: Role, raws: list[bytes], listing_raw: bytes, at: float) -> CaseFile:
     try:
         log_ = verify_chain(raws)
-    except ChainError:  # checked on arrival; only a corrupted database gets here
+    except OrderLogError:  # checked on arrival; only a corrupted database gets here
         return CaseFile(party, (), "", "", "", False, at)
     first = log_.entries[0].action
     seller = log_.entries[0].author

@@ -40,7 +40,8 @@ from node.escrow.intake import PARK_FOR, EscrowIntake
 from node.escrow.reconcile import SIGNED_EVENT
 from node.escrow.steps import EscrowConfig, EscrowNode
 from node.escrow.store import EscrowRow
-from node.trade.orders import OrderState, TradeError
+from node.trade.errors import TradeError
+from node.trade.orders import OrderState
 from node.trade.orders import Role as OrderRole
 from p2pmarket.storage import StorageError
 from p2pmarket.wire.bodies import EscrowTerms

@@ -27,7 +27,8 @@ from escrow.terms import (
 from node.escrow.book import Escrow, decode_event
 from node.escrow.reconcile import EscrowActions
 from node.p2p.messenger import MessageReceived, MessengerEvent
-from node.trade.orders import Order, TradeError
+from node.trade.errors import TradeError
+from node.trade.orders import Order
 from node.trade.orders import Role as OrderRole
 from p2pmarket.wire.bodies import Arbiter, Listing
 from p2pmarket.wire.escrow import (
@@ -41,7 +42,7 @@ from p2pmarket.wire.escrow import (
     open_escrow_step,
     open_proposal,
 )
-from p2pmarket.wire.order_steps import ChainError, open_step, verify_chain
+from p2pmarket.wire.order_steps import OrderLogError, open_step, verify_chain
 from p2pmarket.wire.records import RecordError, decode_record
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class EscrowIntake(EscrowActions):
             raise RemoteEscrowError("a case file goes from a party to the arbiter")
         try:
             log_ = verify_chain(list(body.order_log))
-        except ChainError as exc:
+        except OrderLogError as exc:
             raise RemoteEscrowError(f"the order log does not verify: {exc}") from exc
         if log_.entries[0].raw != esc.proposal.opened:
             raise RemoteEscrowError("the order log is of another order")
@@ -221,7 +222,7 @@ def _opened_order(proposal: Proposal) -> Order:
     """The order as its opening step (signed by the seller) describes it."""
     try:
         order = Order(open_step(proposal.opened), OrderRole.SELLER)
-    except ChainError as exc:
+    except OrderLogError as exc:
         raise RemoteEscrowError(f"the order's opening step does not verify: {exc}") from exc
     if (order.id, order.buyer, order.seller) != (proposal.order, proposal.buyer,
                                                  proposal.seller):

@@ -39,7 +39,8 @@ from escrow.terms import (
 )
 from node.escrow.book import Escrow, EscrowNotice, Flag, policy_of
 from node.escrow.steps import EscrowCore
-from node.trade.orders import OrderState, TradeError
+from node.trade.errors import TradeError
+from node.trade.orders import OrderState
 from p2pmarket.wire.escrow import MAX_CASE_STEPS, EscrowCase
 from p2pmarket.wire.market import listing_ref
 from p2pmarket.wire.messages import MessageError

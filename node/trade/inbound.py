@@ -20,20 +20,17 @@ from typing import Protocol, TypeVar
 from dht.server import DhtNode
 from node.p2p.messenger import MessageReceived, Messenger, MessengerEvent
 from node.p2p.peers import PeerDirectory
-from node.trade.inquiries import InquiryStore
-from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
-from node.trade.orders import (
-    Applied,
+from node.trade.errors import (
     IllegalEvent,
     LocalProtocolError,
     NotFound,
-    Order,
-    OrderState,
     RemoteProtocolError,
-    Role,
     TradeError,
     WrongRole,
 )
+from node.trade.inquiries import InquiryStore
+from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
+from node.trade.orders import Applied, Order, OrderState, Role
 from node.trade.store import (
     ChatReceived,
     NegotiationChanged,

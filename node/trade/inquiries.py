@@ -15,7 +15,8 @@ import logging
 
 import msgspec
 
-from node.trade.orders import NotFound, RemoteProtocolError, Role
+from node.trade.errors import NotFound, RemoteProtocolError
+from node.trade.orders import Role
 from node.trade.store import TradeStore
 from p2pmarket.wire.bodies import Listing
 from p2pmarket.wire.market import Inquiry

@@ -29,15 +29,15 @@ import enum
 
 import msgspec
 
-from node.trade.orders import (
+from node.trade.errors import (
     IllegalEvent,
     InvalidTerms,
     LocalProtocolError,
     RemoteProtocolError,
-    Role,
     StaleOffer,
     WrongRole,
 )
+from node.trade.orders import Role
 from p2pmarket.wire.bodies import Listing, Price
 from p2pmarket.wire.market import (
     Accept,

@@ -25,6 +25,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from node.trade.errors import (
+    IllegalEvent,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TradeError,
+    WrongRole,
+)
 from p2pmarket.identity import Identity
 from p2pmarket.wire.market import (
     Action,
@@ -40,51 +47,15 @@ from p2pmarket.wire.market import (
 )
 from p2pmarket.wire.order_steps import (
     GENESIS_PREV,
-    ChainError,
     Entry,
     OrderLog,
+    OrderLogError,
     open_step,
     sign_step,
     verify_chain,
 )
 
 MAX_WAITING = 16  # steps held back while an earlier one is still on its way
-
-
-class TradeError(Exception):
-    """Base of the market trade layer's errors (negotiation, orders, reviews)."""
-
-
-class LocalProtocolError(TradeError):
-    """We asked for something the protocol forbids (a caller's mistake; nothing was sent)."""
-
-
-class RemoteProtocolError(TradeError):
-    """The peer broke the protocol: drop its message (and count it against the peer)."""
-
-
-class IllegalEvent(LocalProtocolError):
-    """Not allowed in the current state."""
-
-
-class WrongRole(LocalProtocolError):
-    """Allowed only to the other party (only the seller ships, only the buyer confirms)."""
-
-
-class StaleOffer(LocalProtocolError):
-    """The listing changed (higher seq) since the proposal was made."""
-
-
-class InvalidTerms(LocalProtocolError):
-    """Quantity, price or currency do not fit the listing."""
-
-
-class NotFound(TradeError):
-    """No negotiation or order with that id here."""
-
-
-class Unavailable(TradeError):
-    """Something the step needs is missing (the seller's encryption key, a DHT)."""
 
 
 class Role(enum.StrEnum):
@@ -164,15 +135,15 @@ class Order:
     def __init__(self, genesis: Entry, our_role: Role) -> None:
         terms = genesis.action
         if not isinstance(terms, Opened) or genesis.author != terms.seller:
-            raise ChainError("an order opens with the seller's Opened step")
+            raise OrderLogError("an order opens with the seller's Opened step")
         if genesis.step.index != 0 or genesis.step.prev != GENESIS_PREV:
-            raise ChainError("the opening step is step 0")
+            raise OrderLogError("the opening step is step 0")
         if genesis.step.order != order_id_for(terms.negotiation, terms.proposal):
-            raise ChainError("order id is not derived from the accepted proposal")
+            raise OrderLogError("order id is not derived from the accepted proposal")
         if terms.buyer == terms.seller:
-            raise ChainError("buyer and seller are the same key")
+            raise OrderLogError("buyer and seller are the same key")
         if not verify_grant(terms.seller, genesis.step.order, terms.rating_key, terms.grant):
-            raise ChainError("the review grant does not verify")
+            raise OrderLogError("the review grant does not verify")
         self.id = genesis.step.order
         self.terms = terms
         self.our_role = our_role
@@ -190,7 +161,7 @@ class Order:
         order_id = order_id_for(terms.negotiation, terms.proposal)
         try:
             return cls(sign_step(seller, order_id, 0, GENESIS_PREV, terms, at_ms), S)
-        except ChainError as exc:
+        except OrderLogError as exc:
             raise LocalProtocolError(f"cannot open the order: {exc}") from exc
 
     @classmethod
@@ -198,7 +169,7 @@ class Order:
         """The buyer's copy, from the opening step the seller sent; `buyer` is our key."""
         try:
             order = cls(open_step(raw), B)
-        except ChainError as exc:
+        except OrderLogError as exc:
             raise RemoteProtocolError(f"bad opening step: {exc}") from exc
         if order.terms.buyer != buyer:
             raise RemoteProtocolError("the order names another buyer")
@@ -212,7 +183,7 @@ class Order:
             order = cls(log.entries[0], our_role)
             for entry in log.entries[1:]:
                 order._apply(entry, order._check(entry, order.state, remote=True))
-        except (ChainError, RemoteProtocolError) as exc:
+        except (OrderLogError, RemoteProtocolError) as exc:
             raise TradeError(f"stored order log does not verify: {exc}") from exc
         return order
 
@@ -257,7 +228,7 @@ class Order:
             raise IllegalEvent(f"cannot {VERBS[kind]} an order that is {self.state}")
         try:
             entry = sign_step(identity, self.id, len(self.log), self.log.head, action, at_ms)
-        except ChainError as exc:
+        except OrderLogError as exc:
             raise LocalProtocolError(str(exc)) from exc
         self._apply(entry, TRANSITIONS[(self.state, self.our_role, kind)])
         return entry
@@ -266,7 +237,7 @@ class Order:
         """A step from the other party; raises `RemoteProtocolError` if it breaks the rules."""
         try:
             entry = open_step(raw)
-        except ChainError as exc:
+        except OrderLogError as exc:
             raise RemoteProtocolError(str(exc)) from exc
         if entry.step.order != self.id:
             raise RemoteProtocolError(f"step of order {entry.step.order} sent as {self.id}")

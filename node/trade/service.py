@@ -18,20 +18,19 @@ import logging
 
 from dht.server import DhtError
 from node.p2p.seal import SealError, seal
-from node.trade.inbound import ListingSource, SaleHook, TradeEngine, TradeNode, new_id
-from node.trade.inquiries import InquiryView
-from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
-from node.trade.orders import (
+from node.trade.errors import (
     IllegalEvent,
     LocalProtocolError,
     NotFound,
-    OrderState,
-    Role,
     StaleOffer,
     TradeError,
     Unavailable,
     WrongRole,
 )
+from node.trade.inbound import ListingSource, SaleHook, TradeEngine, TradeNode, new_id
+from node.trade.inquiries import InquiryView
+from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
+from node.trade.orders import OrderState, Role
 from node.trade.reviews import ReviewReader, build_review, rating_identity
 from node.trade.store import (
     NegotiationView,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import msgspec
 
 from node.p2p.seal import SealError, encryption_key, unseal
+from node.trade.errors import NotFound, TradeError
 from node.trade.negotiation import Negotiation, NegotiationState, Proposal
-from node.trade.orders import NotFound, Order, OrderState, Role, TradeError
+from node.trade.orders import Order, OrderState, Role
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing, Price

@@ -23,15 +23,15 @@ _encoder = msgspec.msgpack.Encoder()
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
 
-class ChainError(Exception):
+class OrderLogError(Exception):
     """A step or a log that does not verify."""
 
 
-class BadStep(ChainError):
+class BadStep(OrderLogError):
     """Not a canonical, correctly signed step."""
 
 
-class BrokenChain(ChainError):
+class BrokenChain(OrderLogError):
     """Steps out of place: wrong order id, index or prev hash."""
 
 

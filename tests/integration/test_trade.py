@@ -17,8 +17,9 @@ from node.p2p.messenger import Messenger
 from node.p2p.outbox import Outbox
 from node.p2p.peers import PeerDirectory
 from node.p2p.seal import encryption_public
+from node.trade.errors import IllegalEvent, StaleOffer, WrongRole
 from node.trade.negotiation import NegotiationState
-from node.trade.orders import IllegalEvent, OrderState, StaleOffer, WrongRole
+from node.trade.orders import OrderState
 from node.trade.reviews import ReviewReader, build_review
 from node.trade.service import Trade
 from node.trade.store import NegotiationChanged, OrderChanged, TradeEvent

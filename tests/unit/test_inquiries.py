@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from node.p2p.messenger import MessageReceived
 from node.trade import inquiries
+from node.trade.errors import LocalProtocolError, NotFound
 from node.trade.inquiries import InquiryView
-from node.trade.orders import LocalProtocolError, NotFound, Role
+from node.trade.orders import Role
 from node.trade.service import Trade
 from node.trade.store import (
     NEGOTIATION_MIGRATIONS,

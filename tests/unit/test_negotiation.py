@@ -9,6 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from node.trade.errors import (
+    IllegalEvent,
+    InvalidTerms,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StaleOffer,
+    WrongRole,
+)
 from node.trade.negotiation import (
     CROSSING,
     FINAL_STATES,
@@ -18,15 +26,7 @@ from node.trade.negotiation import (
     check_fresh,
     check_terms,
 )
-from node.trade.orders import (
-    IllegalEvent,
-    InvalidTerms,
-    LocalProtocolError,
-    RemoteProtocolError,
-    Role,
-    StaleOffer,
-    WrongRole,
-)
+from node.trade.orders import Role
 from p2pmarket.identity import Identity
 from p2pmarket.wire.bodies import Listing, Location, Price
 from p2pmarket.wire.market import (

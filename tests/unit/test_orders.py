@@ -10,20 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.trade.orders import (
-    AUTHORS,
-    TRANSITIONS,
-    Applied,
-    Ignored,
+from node.trade.errors import (
     IllegalEvent,
     LocalProtocolError,
-    Order,
-    OrderState,
     RemoteProtocolError,
-    Role,
     TradeError,
     WrongRole,
 )
+from node.trade.orders import AUTHORS, TRANSITIONS, Applied, Ignored, Order, OrderState, Role
 from p2pmarket.identity import Identity
 from p2pmarket.wire.bodies import Price
 from p2pmarket.wire.market import (
@@ -44,7 +38,7 @@ from p2pmarket.wire.order_steps import (
     GENESIS_PREV,
     BadStep,
     BrokenChain,
-    ChainError,
+    OrderLogError,
     open_step,
     sign_step,
     verify_chain,
@@ -322,7 +316,7 @@ def test_log_detects_tampering() -> None:
     tampered = msgspec.msgpack.encode(SignedStep(bytes(flipped), signed.sig))
     with pytest.raises(BadStep):
         open_step(tampered)
-    with pytest.raises(ChainError):
+    with pytest.raises(OrderLogError):
         verify_chain(raws[:3] + [tampered] + raws[4:])
     # a re-signed replacement (by the same author) breaks the next entry's prev hash
     entry = open_step(raws[3])

@@ -36,7 +36,7 @@ class EscrowChange(Protocol):
 class EscrowService(Protocol):
     """The escrow driver as the API uses it (`node.escrow`). Each call acts for this node's
     role in the order and answers with the escrow's state after it; errors are the trade
-    layer's (`node.trade.orders.TradeError` subclasses) so they map to problems."""
+    layer's (`node.trade.errors.TradeError` subclasses) so they map to problems."""
 
     listeners: list[Callable[[EscrowChange], None]]
 
