@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kademlia.node import Node
 
+from dht.storage import RecordStore
+
 if TYPE_CHECKING:
     from dht.protocol import MarketProtocol
-    from dht.server import DhtNode
 
 HANDOVER_BATCH = 10
 HANDOVER_PAUSE = 0.1
@@ -24,8 +25,20 @@ HANDOVER_SCAN = 200
 MAX_HANDOVER_QUEUE = 64
 
 
+class Holder(Protocol):
+    """What the handover needs of the DHT server (`dht.server.DhtNode` is one): typed here so
+    this module does not import the server that owns it."""
+
+    node: Node
+    ksize: int
+    records: RecordStore
+    protocol: MarketProtocol | None
+    transport: Any
+    clock: Callable[[], float]
+
+
 class Handover:
-    def __init__(self, server: DhtNode) -> None:
+    def __init__(self, server: Holder) -> None:
         self.server = server
         self._queue: collections.deque[Node] = collections.deque()
         self._keys: Iterator[bytes] | None = None

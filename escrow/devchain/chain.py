@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from escrow.devchain.btc_primitives import Block, OutPoint, Tx, TxOut, regtest_genesis, sha256
+from escrow.devchain.primitives import Block, OutPoint, Tx, TxOut, regtest_genesis, sha256
 
 log = logging.getLogger(__name__)
 

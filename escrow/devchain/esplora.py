@@ -11,15 +11,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from escrow.devchain.btc_address import AddressError, address_to_script
-from escrow.devchain.btc_primitives import (
-    DecodeError,
-    OutPoint,
-    Tx,
-    hash_from_hex,
-    hash_hex,
-    sha256,
-)
+from escrow.devchain.addresses import AddressError, address_to_script
 from escrow.devchain.chain import BlockEntry, ChainState, TxRecord
 from escrow.devchain.json_shapes import (
     Json,
@@ -30,6 +22,14 @@ from escrow.devchain.json_shapes import (
     script_stats,
     status_json,
     tx_json,
+)
+from escrow.devchain.primitives import (
+    DecodeError,
+    OutPoint,
+    Tx,
+    hash_from_hex,
+    hash_hex,
+    sha256,
 )
 from escrow.devchain.rules import TxRejected
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from escrow.devchain.btc_address import p2wpkh_address, p2wpkh_script
-from escrow.devchain.btc_primitives import OutPoint, Tx, TxIn, TxOut, hash160, sha256d
+from escrow.devchain.addresses import p2wpkh_address, p2wpkh_script
 from escrow.devchain.chain import COINBASE_MATURITY, ChainState
+from escrow.devchain.primitives import OutPoint, Tx, TxIn, TxOut, hash160, sha256d
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from escrow.devchain.btc_address import script_to_address, script_type
-from escrow.devchain.btc_primitives import OutPoint, TxOut, difficulty, hash_hex, sha256d
+from escrow.devchain.addresses import script_to_address, script_type
 from escrow.devchain.chain import BlockEntry, ChainState, TxRecord
+from escrow.devchain.primitives import OutPoint, TxOut, difficulty, hash_hex, sha256d
 
 Json = dict[str, Any]
 

@@ -12,8 +12,9 @@ from dataclasses import replace
 
 import pbk
 
-from escrow.devchain.btc_address import push_data, push_int
-from escrow.devchain.btc_primitives import (
+from escrow.devchain.addresses import push_data, push_int
+from escrow.devchain.chain import ChainState, block_subsidy
+from escrow.devchain.primitives import (
     NULL_HASH,
     NULL_INDEX,
     REGTEST_BITS,
@@ -29,7 +30,6 @@ from escrow.devchain.btc_primitives import (
     sha256d,
     witness_merkle_root,
 )
-from escrow.devchain.chain import ChainState, block_subsidy
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import logging
 
 import pbk
 
-from escrow.devchain.btc_address import script_type
-from escrow.devchain.btc_primitives import MAX_MONEY, SEQUENCE_FINAL, Tx, TxOut, hash_hex
+from escrow.devchain.addresses import script_type
 from escrow.devchain.chain import COINBASE_MATURITY, ChainState
+from escrow.devchain.primitives import MAX_MONEY, SEQUENCE_FINAL, Tx, TxOut, hash_hex
 
 log = logging.getLogger(__name__)
 

@@ -29,13 +29,13 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from escrow.devchain.btc_address import AddressError, address_to_script
-from escrow.devchain.btc_primitives import Block, Tx, hash_hex, regtest_genesis
+from escrow.devchain.addresses import AddressError, address_to_script
 from escrow.devchain.chain import COINBASE_MATURITY, ChainState
 from escrow.devchain.esplora import BACKEND, parse_submitted
 from escrow.devchain.esplora import routes as esplora_routes
 from escrow.devchain.faucet import FaucetError, FaucetKey, build_payment
 from escrow.devchain.mining import build_block
+from escrow.devchain.primitives import Block, Tx, hash_hex, regtest_genesis
 from escrow.devchain.rules import TxRejected, check_transaction
 from escrow.devchain.store import DevchainStore
 from p2pmarket.storage import Database

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from escrow.devchain.btc_primitives import Block, Tx
+from escrow.devchain.primitives import Block, Tx
 from p2pmarket.storage import Database
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ import aiohttp
 import bdkpython as bdk
 import pytest
 
-from escrow.devchain.btc_address import address_to_script, p2wpkh_script, scripthash
-from escrow.devchain.btc_primitives import (
+from escrow.devchain.addresses import address_to_script, p2wpkh_script, scripthash
+from escrow.devchain.faucet import FaucetKey, sign_p2wpkh
+from escrow.devchain.primitives import (
     REGTEST_GENESIS_HASH,
     OutPoint,
     Tx,
@@ -24,7 +25,6 @@ from escrow.devchain.btc_primitives import (
     hash_hex,
     sha256d,
 )
-from escrow.devchain.faucet import FaucetKey, sign_p2wpkh
 from escrow.devchain.server import Devchain, DevchainError, serve_devchain
 
 pytestmark = pytest.mark.timeout(120)

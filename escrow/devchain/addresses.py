@@ -9,7 +9,7 @@ from enum import Enum
 
 import base58
 
-from escrow.devchain.btc_primitives import hash160, sha256
+from escrow.devchain.primitives import hash160, sha256
 
 CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _BECH32M_CONST = 0x2BC830A3

@@ -7,7 +7,7 @@ import bdkpython as bdk
 import pbk
 import pytest
 
-from escrow.devchain.btc_address import (
+from escrow.devchain.addresses import (
     AddressError,
     Encoding,
     address_to_script,
@@ -20,7 +20,10 @@ from escrow.devchain.btc_address import (
     script_to_address,
     script_type,
 )
-from escrow.devchain.btc_primitives import (
+from escrow.devchain.chain import ChainState, block_subsidy
+from escrow.devchain.faucet import FaucetKey, build_payment, sign_p2wpkh
+from escrow.devchain.mining import build_block, check_block
+from escrow.devchain.primitives import (
     NULL_HASH,
     REGTEST_GENESIS_HASH,
     Block,
@@ -36,9 +39,6 @@ from escrow.devchain.btc_primitives import (
     regtest_genesis,
     sha256d,
 )
-from escrow.devchain.chain import ChainState, block_subsidy
-from escrow.devchain.faucet import FaucetKey, build_payment, sign_p2wpkh
-from escrow.devchain.mining import build_block, check_block
 from escrow.devchain.rules import check_transaction
 
 ALL = pbk.ScriptVerificationFlags.ALL
