@@ -16,8 +16,9 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from p2pmarket.identity import Identity, verify
-from p2pmarket.wire.bodies import Key32, ObjectId, Sig64
+from p2pmarket.identity import Identity
+from p2pmarket.wire import signing
+from p2pmarket.wire.bodies import Key32, ObjectId
 from p2pmarket.wire.market import MAX_STEP
 from p2pmarket.wire.message_base import MessageBodyBase
 
@@ -30,11 +31,8 @@ MAX_CASE_STEPS = 64
 Hash32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
 Millis = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
-_encoder = msgspec.msgpack.Encoder()
-_DECODE_ERRORS = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
-
-class EscrowWireError(Exception):
+class EscrowWireError(signing.EnvelopeError):
     """A proposal or escrow step that does not decode or verify (the sender's fault)."""
 
 
@@ -67,36 +65,22 @@ class EscrowStepPayload(msgspec.Struct, frozen=True, array_like=True,
     event: Annotated[bytes, Meta(max_length=MAX_ESCROW_STEP)]
 
 
-class Signed(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
-    payload: bytes  # canonical msgpack of a Proposal or an EscrowStepPayload
-    sig: Sig64
+# the wire form of a signed proposal or escrow step: [payload, sig], payload its canonical msgpack
+Signed = signing.SignedPayload
 
 
-def _sign(identity: Identity, domain: bytes, obj: msgspec.Struct, kind: type[msgspec.Struct],
-          limit: int) -> bytes:
-    payload = _encoder.encode(obj)
-    try:  # the schema's constraints, as a receiver would check them
-        msgspec.msgpack.decode(payload, type=kind)
-    except msgspec.ValidationError as exc:
-        raise EscrowWireError(f"invalid {kind.__name__}: {exc}") from exc
-    raw = _encoder.encode(Signed(payload, identity.sign(domain + payload)))
-    if len(raw) > limit:
-        raise EscrowWireError(f"{kind.__name__} is {len(raw)} bytes; the limit is {limit}")
-    return raw
+def _distinct_parties(proposal: Proposal) -> None:
+    if len({proposal.buyer, proposal.seller, proposal.arbiter}) != 3:
+        raise EscrowWireError("buyer, seller and arbiter must be three different keys")
 
 
-def _open(raw: bytes, domain: bytes, kind: type[msgspec.Struct], limit: int
-          ) -> tuple[msgspec.Struct, Signed]:
-    if len(raw) > limit:
-        raise EscrowWireError(f"{kind.__name__} is {len(raw)} bytes; the limit is {limit}")
-    try:
-        signed = msgspec.msgpack.decode(raw, type=Signed)
-        obj = msgspec.msgpack.decode(signed.payload, type=kind)
-    except _DECODE_ERRORS as exc:
-        raise EscrowWireError(f"not a {kind.__name__}: {exc}") from exc
-    if _encoder.encode(signed) != raw or _encoder.encode(obj) != signed.payload:
-        raise EscrowWireError(f"{kind.__name__} is not canonically encoded")
-    return obj, signed
+_ERRORS = signing.Errors(EscrowWireError, EscrowWireError, EscrowWireError)
+_proposals = signing.SignedCodec(PROPOSAL_DOMAIN, Proposal, name="proposal",
+                                 max_size=MAX_PROPOSAL, signer=lambda p: p.buyer,
+                                 check=_distinct_parties, errors=_ERRORS)
+_steps = signing.SignedCodec(STEP_DOMAIN, EscrowStepPayload, name="escrow step",
+                             max_size=MAX_ESCROW_STEP + 1024, signer=lambda step: step.author,
+                             errors=_ERRORS)
 
 
 def digest(raw: bytes) -> bytes:
@@ -106,33 +90,23 @@ def digest(raw: bytes) -> bytes:
 def sign_proposal(buyer: Identity, proposal: Proposal) -> bytes:
     if proposal.buyer != buyer.public:
         raise EscrowWireError("only the buyer signs the proposal")
-    return _sign(buyer, PROPOSAL_DOMAIN, proposal, Proposal, MAX_PROPOSAL)
+    return _proposals.sign(buyer, proposal)
 
 
 def open_proposal(raw: bytes) -> Proposal:
     """Decode and verify a proposal (signed by its buyer); raises `EscrowWireError` only."""
-    obj, signed = _open(raw, PROPOSAL_DOMAIN, Proposal, MAX_PROPOSAL)
-    assert isinstance(obj, Proposal)
-    if len({obj.buyer, obj.seller, obj.arbiter}) != 3:
-        raise EscrowWireError("buyer, seller and arbiter must be three different keys")
-    if not verify(obj.buyer, signed.sig, PROPOSAL_DOMAIN + signed.payload):
-        raise EscrowWireError("proposal signature does not verify")
-    return obj
+    return _proposals.open(raw)
 
 
 def sign_escrow_step(identity: Identity, step: EscrowStepPayload) -> bytes:
     if step.author != identity.public:
         raise EscrowWireError("a step is signed by its author")
-    return _sign(identity, STEP_DOMAIN, step, EscrowStepPayload, MAX_ESCROW_STEP + 1024)
+    return _steps.sign(identity, step)
 
 
 def open_escrow_step(raw: bytes) -> EscrowStepPayload:
     """Decode and verify an escrow step (signed by its author); raises `EscrowWireError` only."""
-    obj, signed = _open(raw, STEP_DOMAIN, EscrowStepPayload, MAX_ESCROW_STEP + 1024)
-    assert isinstance(obj, EscrowStepPayload)
-    if not verify(obj.author, signed.sig, STEP_DOMAIN + signed.payload):
-        raise EscrowWireError("escrow step signature does not verify")
-    return obj
+    return _steps.open(raw)
 
 
 # -- message bodies (members of `messages.MessageBody`) ----------------------------------------

@@ -19,6 +19,7 @@ from p2pmarket.identity import Identity, verify
 from p2pmarket.wire.bodies import Key32, Listing, ObjectId, Price, Sig64
 from p2pmarket.wire.message_base import ChatText, MessageBodyBase
 from p2pmarket.wire.records import Record
+from p2pmarket.wire.signing import SignedPayload
 
 Hash32 = Annotated[bytes, Meta(min_length=32, max_length=32)]
 Quantity = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -214,9 +215,8 @@ class Step(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=T
     action: Action
 
 
-class SignedStep(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
-    payload: bytes  # canonical msgpack of `Step`
-    sig: Sig64
+# the wire form of a signed step: [payload, sig], payload the canonical msgpack of `Step`
+SignedStep = SignedPayload
 
 
 # -- review grants -----------------------------------------------------------------------------

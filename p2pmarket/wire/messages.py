@@ -1,8 +1,9 @@
 """Direct peer messages: a tagged union of bodies inside a signed, addressed envelope.
 
 Wire form: msgpack array [payload, sig]; `payload` is the canonical msgpack of `Message` and `sig`
-is Ed25519 over `p2pmarket/v1/msg` + NUL + payload. Binding the recipient stops a message to one
-peer from being replayed to another; `seq` orders the messages of one sender to one recipient.
+is Ed25519 over `p2pmarket/v1/msg` + NUL + payload (`signing.SignedCodec`). Binding the
+recipient stops a message to one peer from being replayed to another; `seq` orders the messages
+of one sender to one recipient.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from p2pmarket.identity import Identity, verify
+from p2pmarket.identity import Identity
+from p2pmarket.wire import signing
 from p2pmarket.wire.bodies import Key32, ObjectId
 from p2pmarket.wire.escrow import EscrowCase, EscrowOpen, EscrowStep
 from p2pmarket.wire.market import (
@@ -34,11 +36,8 @@ DOMAIN = b"p2pmarket/v1/msg\x00"
 MAX_MESSAGE = 48 * 1024
 MAX_ACK_IDS = 64
 
-_encoder = msgspec.msgpack.Encoder()
-_DECODE_ERRORS = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
-
-class MessageError(Exception):
+class MessageError(signing.EnvelopeError):
     """Base: a message this node refuses (the remote peer's fault)."""
 
 
@@ -79,9 +78,10 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     body: MessageBody
 
 
-class _Wire(msgspec.Struct, frozen=True, array_like=True):
-    payload: bytes
-    sig: bytes
+# strict=False: messages have always been read leniently (see `signing.SignedCodec`)
+_codec = signing.SignedCodec(
+    DOMAIN, Message, name="message", max_size=MAX_MESSAGE, signer=lambda m: m.sender,
+    errors=signing.Errors(MalformedMessage, BadMessageSignature, MalformedMessage), strict=False)
 
 
 def new_message_id() -> str:
@@ -94,29 +94,13 @@ def sign_message(identity: Identity, recipient: bytes, body: MessageBody, *, seq
     message = Message(id=msg_id or new_message_id(), sender=identity.public, recipient=recipient,
                       seq=seq, sent_ms=int(time.time() * 1000) if sent_ms is None else sent_ms,
                       body=body)
-    payload = _encoder.encode(message)
-    try:
-        msgspec.msgpack.decode(payload, type=Message)
-    except msgspec.ValidationError as exc:
-        raise MalformedMessage(f"invalid message: {exc}") from exc
-    raw = _encoder.encode(_Wire(payload, identity.sign(DOMAIN + payload)))
-    if len(raw) > MAX_MESSAGE:
-        raise MalformedMessage(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE}")
-    return message, raw
+    return message, _codec.sign(identity, message)
 
 
 def open_message(raw: bytes, *, sender: bytes | None = None,
                  recipient: bytes | None = None) -> Message:
     """Verify untrusted bytes; `sender`/`recipient` are what the connection says they must be."""
-    if len(raw) > MAX_MESSAGE:
-        raise MalformedMessage(f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE}")
-    try:
-        wire = msgspec.msgpack.decode(raw, type=_Wire)
-        message = msgspec.msgpack.decode(wire.payload, type=Message)
-    except _DECODE_ERRORS as exc:
-        raise MalformedMessage(f"not a message: {exc}") from exc
-    if not verify(message.sender, wire.sig, DOMAIN + wire.payload):
-        raise BadMessageSignature("message signature does not verify")
+    message = _codec.open(raw)
     if sender is not None and message.sender != sender:
         raise WrongPeer("message signed by a different peer than the one that sent it")
     if recipient is not None and message.recipient != recipient:

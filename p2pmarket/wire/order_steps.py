@@ -11,19 +11,15 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import msgspec
-
-from p2pmarket.identity import Identity, verify
-from p2pmarket.wire.market import MAX_STEP, MAX_STEPS, Action, SignedStep, Step
+from p2pmarket.identity import Identity
+from p2pmarket.wire import signing
+from p2pmarket.wire.market import MAX_STEP, MAX_STEPS, Action, Step
 
 STEP_DOMAIN = b"p2pmarket/v1/order-step\x00"
 GENESIS_PREV = bytes(32)
 
-_encoder = msgspec.msgpack.Encoder()
-_DECODE_ERRORS = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
-
-class OrderLogError(Exception):
+class OrderLogError(signing.EnvelopeError):
     """A step or a log that does not verify."""
 
 
@@ -33,6 +29,12 @@ class BadStep(OrderLogError):
 
 class BrokenChain(OrderLogError):
     """Steps out of place: wrong order id, index or prev hash."""
+
+
+# one step, one encoding, one hash (the codec is strict): anything else could fork identical logs
+_codec = signing.SignedCodec(STEP_DOMAIN, Step, name="order step", max_size=MAX_STEP,
+                             signer=lambda step: step.author,
+                             errors=signing.Errors(BadStep, BadStep, BadStep))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,31 +58,13 @@ def sign_step(identity: Identity, order: str, index: int, prev: bytes, action: A
               at_ms: int) -> Entry:
     step = Step(order=order, index=index, prev=prev, author=identity.public, at_ms=at_ms,
                 action=action)
-    payload = _encoder.encode(step)
-    try:  # the schema's constraints, as a receiver would check them
-        msgspec.msgpack.decode(payload, type=Step)
-    except msgspec.ValidationError as exc:
-        raise BadStep(f"invalid step: {exc}") from exc
-    raw = _encoder.encode(SignedStep(payload, identity.sign(STEP_DOMAIN + payload)))
-    if len(raw) > MAX_STEP:
-        raise BadStep(f"step is {len(raw)} bytes; the limit is {MAX_STEP}")
+    raw = _codec.sign(identity, step)
     return Entry(raw, step, hashlib.sha256(raw).digest())
 
 
 def open_step(raw: bytes) -> Entry:
     """Decode and verify one step from untrusted bytes; raises `BadStep` only."""
-    if len(raw) > MAX_STEP:
-        raise BadStep(f"step is {len(raw)} bytes; the limit is {MAX_STEP}")
-    try:
-        signed = msgspec.msgpack.decode(raw, type=SignedStep)
-        step = msgspec.msgpack.decode(signed.payload, type=Step)
-    except _DECODE_ERRORS as exc:
-        raise BadStep(f"not an order step: {exc}") from exc
-    # one step, one encoding, one hash: anything else could fork identical logs apart
-    if _encoder.encode(signed) != raw or _encoder.encode(step) != signed.payload:
-        raise BadStep("order step is not canonically encoded")
-    if not verify(step.author, signed.sig, STEP_DOMAIN + signed.payload):
-        raise BadStep("order step signature does not verify")
+    step = _codec.open(raw)
     return Entry(bytes(raw), step, hashlib.sha256(raw).digest())
 
 

@@ -3,7 +3,8 @@
 Wire form: msgpack array [kind, publisher, seq, created, expires, body, sig] where `body` is the
 canonical msgpack of the kind's schema. `sig` is Ed25519 over `p2pmarket/v1/<kind>` + NUL + the
 canonical bytes of the other six fields. Decoding insists on canonical bytes (re-encoding must give
-the input back), so one record has exactly one encoding and one signature check.
+the input back), so one record has exactly one encoding and one signature check. The parts
+(canonical check, size limit, domain-prefixed signature, typed errors) are `wire.signing`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from p2pmarket.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity, verify
+from p2pmarket.identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Identity
+from p2pmarket.wire import signing
 from p2pmarket.wire.bodies import BODY_TYPES, MAX_TTL, Body
 
 MAX_RECORD_SIZE = 7168  # fits one kademlia UDP request (8192) with room for the RPC framing
@@ -22,12 +24,8 @@ CLOCK_SKEW = 600  # seconds a record's `created` may lie ahead of our clock
 MAX_SEQ = 2**63 - 1
 DOMAIN = b"p2pmarket/v1/"
 
-_encoder = msgspec.msgpack.Encoder()
-# what msgspec may raise on hostile bytes (invalid UTF-8 surfaces as UnicodeDecodeError)
-_DECODE_ERRORS = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
-
-class RecordError(Exception):
+class RecordError(signing.EnvelopeError):
     """Base of every reason a record is refused."""
 
 
@@ -86,20 +84,23 @@ class Record(Generic[B]):
 AnyRecord = Record[Body]
 
 
+def _domain(kind: str) -> bytes:
+    return DOMAIN + kind.encode() + b"\x00"
+
+
+def _signed_fields(kind: str, publisher: bytes, seq: int, created: int, expires: int,
+                   body: bytes) -> bytes:
+    return signing.encode((kind, publisher, seq, created, expires, body))
+
+
 def _signing_bytes(kind: str, publisher: bytes, seq: int, created: int, expires: int,
                    body: bytes) -> bytes:
-    fields = _encoder.encode((kind, publisher, seq, created, expires, body))
-    return DOMAIN + kind.encode() + b"\x00" + fields
+    return _domain(kind) + _signed_fields(kind, publisher, seq, created, expires, body)
 
 
 def encode_body(body: Body) -> bytes:
     """Canonical bytes of a body, after checking it against its schema's constraints."""
-    raw = _encoder.encode(body)
-    try:
-        msgspec.msgpack.decode(raw, type=type(body))
-    except msgspec.ValidationError as exc:
-        raise MalformedRecord(f"invalid {body.KIND}: {exc}") from exc
-    return raw
+    return signing.encode_valid(body, body.KIND, MalformedRecord)
 
 
 def sign_record(identity: Identity, body: BT, *, seq: int, created: int | None = None,
@@ -116,10 +117,10 @@ def sign_record(identity: Identity, body: BT, *, seq: int, created: int | None =
         raise MalformedRecord(f"ttl for {kind} must be 1..{MAX_TTL[kind]} s, got {ttl}")
     expires = created + ttl
     body_raw = encode_body(body)
-    sig = identity.sign(_signing_bytes(kind, identity.public, seq, created, expires, body_raw))
-    raw = _encoder.encode(_Envelope(kind, identity.public, seq, created, expires, body_raw, sig))
-    if len(raw) > MAX_RECORD_SIZE:
-        raise RecordTooLarge(f"{kind} record is {len(raw)} bytes; the limit is {MAX_RECORD_SIZE}")
+    sig = signing.sign(identity, _domain(kind),
+                       _signed_fields(kind, identity.public, seq, created, expires, body_raw))
+    raw = signing.encode(_Envelope(kind, identity.public, seq, created, expires, body_raw, sig))
+    signing.check_size(raw, MAX_RECORD_SIZE, f"{kind} record", RecordTooLarge)
     return Record(kind, identity.public, seq, created, expires, body, sig, raw)
 
 
@@ -133,32 +134,25 @@ def decode_record(data: bytes, *, now: float | None = None, allow_expired: bool 
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedRecord(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    if len(data) > max_size:
-        raise RecordTooLarge(f"record is {len(data)} bytes; the limit is {max_size}")
-    try:
-        env = msgspec.msgpack.decode(data, type=_Envelope)
-    except _DECODE_ERRORS as exc:
-        raise MalformedRecord(f"not a record envelope: {exc}") from exc
+    signing.check_size(data, max_size, "record", RecordTooLarge)
+    env = signing.decode(data, _Envelope, "record envelope", MalformedRecord)
     body_type = BODY_TYPES.get(env.kind)
     if body_type is None:
         raise UnknownKind(f"unknown record kind {env.kind[:40]!r}")
-    if _encoder.encode(env) != data:
-        raise MalformedRecord("envelope is not canonically encoded")
+    signing.require_canonical(env, data, "envelope", MalformedRecord)
     if len(env.publisher) != PUBLIC_KEY_SIZE or len(env.sig) != SIGNATURE_SIZE:
         raise MalformedRecord("publisher must be 32 bytes and sig 64 bytes")
     if not (0 <= env.seq <= MAX_SEQ and 0 <= env.created < env.expires):
         raise MalformedRecord("seq, created or expires out of range")
     if env.expires - env.created > MAX_TTL[env.kind]:
         raise MalformedRecord(f"{env.kind} lifetime exceeds {MAX_TTL[env.kind]} s")
-    signed = _signing_bytes(env.kind, env.publisher, env.seq, env.created, env.expires, env.body)
-    if not verified and not verify(env.publisher, env.sig, signed):
-        raise BadSignature(f"{env.kind} signature does not verify")
-    try:
-        body = msgspec.msgpack.decode(env.body, type=body_type)
-    except _DECODE_ERRORS as exc:
-        raise MalformedRecord(f"invalid {env.kind} body: {exc}") from exc
-    if _encoder.encode(body) != env.body:
-        raise MalformedRecord(f"{env.kind} body is not canonically encoded")
+    if not verified:
+        fields = _signed_fields(env.kind, env.publisher, env.seq, env.created, env.expires,
+                                env.body)
+        signing.require_signature(env.publisher, env.sig, _domain(env.kind), fields, env.kind,
+                                  BadSignature)
+    body = signing.decode(env.body, body_type, f"{env.kind} body", MalformedRecord)
+    signing.require_canonical(body, env.body, f"{env.kind} body", MalformedRecord)
     now = time.time() if now is None else now
     if env.created > now + CLOCK_SKEW:
         raise MalformedRecord(f"{env.kind} record is created in the future")

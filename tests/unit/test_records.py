@@ -24,24 +24,12 @@ from p2pmarket.wire.records import (
     decode_record,
     sign_record,
 )
+from tests.support.records import make_listing
 from tests.support.strategies import BY_KIND
 
 NOW = 1_700_000_000
 ALICE = Identity.from_seed(bytes(range(32)))
 MALLORY = Identity.from_seed(bytes(range(1, 33)))
-
-
-def make_listing(**changes: object) -> b.Listing:
-    fields: dict[str, object] = dict(
-        id="lst-0001", title="Road bike, 54 cm", description="Steel frame, new tyres.",
-        price=b.Price(25_000, "EUR"), category="sports/bikes", condition="good", quantity=1,
-        location=b.Location("DE", "u33db"),
-        shipping=(b.ShippingOption("DE", 1500, 2, 5),),
-        images=(b.ImageRef(bytes(32), "image/jpeg", 48_213),),
-        tags=("bike", "steel"),
-    )
-    fields.update(changes)
-    return b.Listing(**fields)  # type: ignore[arg-type]
 
 
 GOLDEN_RAW = (
