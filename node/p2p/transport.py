@@ -36,6 +36,14 @@ class RemoteError(P2PError):
     """The peer answered a request with an error or broke the stream."""
 
 
+class StreamClosed(RemoteError):
+    """The stream (or the connection under it) was reset or closed mid-exchange."""
+
+
+class AddressError(P2PError, ValueError):
+    """A peer address that does not parse, or does not lead to the peer it is given for."""
+
+
 class Host(Protocol):
     peer_id: str
     on_violation: ViolationHook | None

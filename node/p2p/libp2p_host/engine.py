@@ -1,7 +1,8 @@
 """The trio side of `Libp2pHost`: the libp2p host, its stream handlers, writers and requests.
 
-Runs inside the shared trio guest run (`host_runtime`); `host.Libp2pHost` is its asyncio face.
-libp2p and trio exceptions become `transport` errors here, before anything crosses over.
+Runs inside the shared trio guest run (`runtime`); `host.Libp2pHost` is its asyncio face.
+libp2p and trio exceptions become `transport` errors here (`adapt.map_libp2p_errors`), before
+anything crosses over; the catch-alls left are listed in `adapt`'s docstring.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from node.p2p.libp2p_host.adapt import (
     EndOfStream,
     build_host,
     close_stream,
+    map_libp2p_errors,
     read_frame,
     remote_peer,
     reset_stream,
@@ -215,11 +217,9 @@ class Engine:
         if negative_cache is not None:
             negative_cache.evict(str(peer))
         try:
-            with trio.move_on_after(timeout) as cs:
-                try:
-                    await network.dial_peer(peer)
-                except Exception as exc:
-                    raise PeerUnreachable(f"cannot dial {peer}: {exc}") from exc
+            # dial_peer raises SwarmException (PeerUnreachable in the table) whatever failed
+            with trio.move_on_after(timeout) as cs, map_libp2p_errors(f"cannot dial {peer}"):
+                await network.dial_peer(peer)
             if cs.cancelled_caught:
                 raise PeerUnreachable(f"dialing {peer} took over {timeout} s")
         except PeerUnreachable:
@@ -233,8 +233,10 @@ class Engine:
         await self.relay.dial_any(peer, circuits, timeout)
 
     async def _negotiate(self, peer: ID, protocol: str) -> INetStream:
+        """A new stream to `peer` speaking `protocol`; raises a P2PError (RemoteError: refused)."""
         host = self._require_host()
-        with trio.fail_after(NEGOTIATE_TIMEOUT):
+        with (map_libp2p_errors(f"cannot open {protocol} to {peer}"),
+              trio.fail_after(NEGOTIATE_TIMEOUT)):
             return await host.new_stream(peer, [TProtocol(protocol)])
 
     # -- sending messages -----------------------------------------------------------------------
@@ -247,12 +249,18 @@ class Engine:
                 raise RuntimeStopped("the libp2p host is not running")
             outbound = self._outbound.get(peer_id)
             if outbound is None:
-                outbound = self._outbound[peer_id] = _Outbound(peer_id)
-                self.nursery.start_soon(self._writer, outbound)
+                outbound = _Outbound(peer_id)
+                try:
+                    self.nursery.start_soon(self._writer, outbound)
+                except RuntimeError as exc:  # the nursery is closing
+                    raise RuntimeStopped("the libp2p host is stopping") from exc
+                self._outbound[peer_id] = outbound
             outbound.send.send_nowait((frame, fut))
-        except Exception as exc:
-            self.runtime.post(_fail, fut, exc if isinstance(exc, P2PError) else P2PError(
-                f"cannot queue a frame for {peer_id}: {exc!r}"))
+        except P2PError as exc:
+            self.runtime.post(_fail, fut, exc)
+        except Exception as exc:  # a bug: this frame fails, the trio run goes on
+            log.exception("cannot queue a frame for %s", peer_id)
+            self.runtime.post(_fail, fut, _unexpected(f"cannot queue a frame for {peer_id}", exc))
 
     async def _writer(self, outbound: _Outbound) -> None:
         """Write the frames queued for one peer, in order, one at a time."""
@@ -274,31 +282,44 @@ class Engine:
             try:
                 await self._write(outbound, frame)
             except P2PError as exc:
-                self.runtime.post(_fail, fut, exc)
-                # frames queued behind a failed one fail too, so none overtakes it
-                while True:
-                    try:
-                        _, later = outbound.recv.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    self.runtime.post(_fail, later, PeerUnreachable(str(exc)))
+                self._fail_queue(outbound, fut, exc)
+            except Exception as exc:  # a bug: this peer's queue fails, the host goes on
+                log.exception("writing to %s failed", outbound.peer_id)
+                if outbound.stream is not None:
+                    stream, outbound.stream = outbound.stream, None
+                    await reset_stream(stream)
+                self._fail_queue(outbound, fut,
+                                 _unexpected(f"cannot write to {outbound.peer_id}", exc))
             else:
                 self.runtime.post(_succeed, fut)
 
+    def _fail_queue(self, outbound: _Outbound, fut: asyncio.Future[None],
+                    exc: P2PError) -> None:
+        self.runtime.post(_fail, fut, exc)
+        # frames queued behind a failed one fail too, so none overtakes it
+        while True:
+            try:
+                _, later = outbound.recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            self.runtime.post(_fail, later, PeerUnreachable(str(exc)))
+
     async def _write(self, outbound: _Outbound, frame: bytes) -> None:
         """Write `frame` on the peer's message stream; open it, or reopen it once if broken."""
-        last: Exception | None = None
+        last: P2PError | None = None
         for _attempt in range(2):
+            if outbound.stream is None:
+                # a failed dial raises: trying again at once would fail the same way
+                await self._connect(outbound.peer, self.config.dial_timeout)
             try:
                 if outbound.stream is None:
-                    await self._connect(outbound.peer, self.config.dial_timeout)
                     outbound.stream = await self._negotiate(outbound.peer, MSG_PROTOCOL)
-                with trio.fail_after(WRITE_TIMEOUT):
+                with map_libp2p_errors(), trio.fail_after(WRITE_TIMEOUT):
                     await outbound.stream.write(frame)
                 return
-            except P2PError:
-                raise  # the dial failed: trying again at once would fail the same way
-            except Exception as exc:
+            except RuntimeStopped:
+                raise
+            except P2PError as exc:
                 log.debug("message stream to %s failed (%r); reopening once", outbound.peer, exc)
                 last = exc
                 if outbound.stream is not None:
@@ -313,7 +334,8 @@ class Engine:
         await self._connect(peer, self.config.dial_timeout)
         stream = await self._negotiate(peer, MSG_PROTOCOL)
         try:
-            await stream.write(data)
+            with map_libp2p_errors(f"cannot write to {peer_id}"):
+                await stream.write(data)
         finally:
             await close_stream(stream)
 
@@ -324,7 +346,8 @@ class Engine:
         if outbound is not None and outbound.stream is not None:
             stream, outbound.stream = outbound.stream, None
             await reset_stream(stream)
-        await host.disconnect(peer)
+        with map_libp2p_errors(f"cannot disconnect {peer_id}"):
+            await host.disconnect(peer)
 
     # -- receiving messages ---------------------------------------------------------------------
 
@@ -342,8 +365,11 @@ class Engine:
         self._msg_streams[peer] = count + 1
         try:
             await self._read_messages(peer, stream)
-        except Exception:
+        except P2PError:
             log.debug("message stream from %s broke", peer, exc_info=True)
+            await reset_stream(stream)
+        except Exception:  # a bug: this stream is dropped, the host goes on
+            log.exception("serving the message stream from %s failed", peer)
             await reset_stream(stream)
         finally:
             left = self._msg_streams.pop(peer, 1) - 1
@@ -353,10 +379,11 @@ class Engine:
     async def _read_messages(self, peer: str, stream: INetStream) -> None:
         decoder = FrameDecoder(self.config.max_frame)
         while True:
-            try:
-                data = await stream.read(READ_CHUNK)
-            except EOFError:
-                data = b""
+            with map_libp2p_errors():
+                try:
+                    data = await stream.read(READ_CHUNK)
+                except EOFError:  # libp2p's StreamEOF: the peer closed its side
+                    data = b""
             if not data:
                 if decoder.pending:
                     self._violation(peer, "truncated frame")
@@ -394,19 +421,21 @@ class Engine:
         stream: INetStream | None = None
         try:
             with trio.move_on_at(deadline):
+                # whatever went wrong on the connection, the requester is told RemoteError
                 try:
                     stream = await self._negotiate(peer, protocol)
-                except Exception as exc:
-                    raise RemoteError(f"{peer_id} did not open {protocol}: {exc!r}") from exc
+                except P2PError as exc:
+                    raise RemoteError(f"{peer_id} did not open {protocol}: {exc}") from exc
                 try:
-                    await stream.write(frame)
+                    with map_libp2p_errors():
+                        await stream.write(frame)
                     answer = await read_frame(stream, FrameDecoder(max_response))
                 except FrameTooLarge as exc:
                     raise RemoteError(f"{peer_id} answered over {max_response} bytes") from exc
                 except EndOfStream as exc:
                     raise RemoteError(f"{peer_id} closed {protocol} without an answer") from exc
-                except Exception as exc:
-                    raise RemoteError(f"{peer_id} broke the {protocol} stream: {exc!r}") from exc
+                except P2PError as exc:
+                    raise RemoteError(f"{peer_id} broke the {protocol} stream: {exc}") from exc
                 done, stream = stream, None
                 await close_stream(done)
                 return answer
@@ -418,8 +447,11 @@ class Engine:
     async def _serve_request(self, stream: INetStream) -> None:
         try:
             await self._answer(remote_peer(stream), str(stream.get_protocol()), stream)
-        except Exception:
+        except P2PError:
             log.debug("request stream failed", exc_info=True)
+            await reset_stream(stream)
+        except Exception:  # a bug: this stream is dropped, the host goes on
+            log.exception("serving a request stream failed")
             await reset_stream(stream)
 
     async def _answer(self, peer: str, protocol: str, stream: INetStream) -> None:
@@ -443,11 +475,12 @@ class Engine:
             answer = await self.runtime.run_asyncio(handler, peer, payload,
                                                     tasks=self.sink.handler_tasks)
             frame = encode_frame(answer, self.config.max_response)
-        except Exception:
+        except Exception:  # the node's handler (or its answer) failed: the requester sees a reset
             log.warning("handler for %s from %s failed", protocol, peer, exc_info=True)
             await reset_stream(stream)
             return
-        await stream.write(frame)
+        with map_libp2p_errors(f"cannot answer {peer}"):
+            await stream.write(frame)
         await close_stream(stream)
 
 
@@ -456,6 +489,12 @@ def _hand_over(handler: FrameHandler, peer: str, frame: bytes) -> None:
         handler(peer, frame)
     except Exception:  # the node's bug; the frame is dropped, and its sender retries
         log.exception("the frame handler failed on a frame from %s", peer)
+
+
+def _unexpected(what: str, exc: Exception) -> P2PError:
+    error = P2PError(f"{what}: {exc!r}")
+    error.__cause__ = exc
+    return error
 
 
 def _succeed(fut: asyncio.Future[None]) -> None:

@@ -1,7 +1,7 @@
 """The libp2p implementation of `transport.Host`: an asyncio face over py-libp2p run by trio.
 
-libp2p runs as a trio guest on the node's asyncio loop (`host_runtime`); its trio side is
-`host_engine`. Nothing trio or libp2p crosses this module's public API, exceptions included.
+libp2p runs as a trio guest on the node's asyncio loop (`runtime`); its trio side is
+`engine`. Nothing trio or libp2p crosses this module's public API, exceptions included.
 
 Messages (`/p2pmarket/msg/1.0.0`): `send()` writes one length-prefixed frame on a long-lived
 stream per peer; frames to one peer go out in call order, one at a time, and if one fails every
@@ -16,7 +16,7 @@ for writing without crossing back over.
 
 Other protocols (`/p2pmarket/blob/1.0.0`): one request frame, one answer frame, on a new stream.
 
-Circuit relay v2 (`host_relay`): with `relay_hop` the host relays for others (a bootstrap
+Circuit relay v2 (`relay`): with `relay_hop` the host relays for others (a bootstrap
 node); with `relay_via` it says it cannot accept connections, holds a reservation on those
 relays and `advertised_addrs()` are its `/p2p/RELAY/p2p-circuit` addresses only. Peers known
 only by such addresses are dialed through the relay; the connection is then an ordinary one

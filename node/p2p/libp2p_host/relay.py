@@ -23,8 +23,8 @@ from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.tools.anyio_service import background_trio_service
 
-from node.p2p.libp2p_host.adapt import close_stream, multiaddr_of, reset_stream
-from node.p2p.transport import PeerUnreachable
+from node.p2p.libp2p_host.adapt import close_stream, map_libp2p_errors, multiaddr_of, reset_stream
+from node.p2p.transport import P2PError, PeerUnreachable, RemoteError
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +89,18 @@ class Relay:
 
     async def dial(self, circuit_addr: Any) -> None:
         """Connect to the peer at `.../p2p/RELAY/p2p-circuit/p2p/PEER` through the relay."""
-        try:
+        with map_libp2p_errors(f"cannot dial {circuit_addr} through the relay"):
             await self._dialer.dial(circuit_addr)
-        except Exception as exc:
-            raise PeerUnreachable(f"cannot dial {circuit_addr} through the relay: {exc}") from exc
 
     async def dial_any(self, peer: ID, circuits: list[Any], timeout: float) -> None:
         """Connect to `peer` through the first of its relayed addresses that works."""
-        last: Exception | None = None
+        last: P2PError | None = None
         with trio.move_on_after(timeout) as cs:
             for circuit in circuits:
                 try:
                     await self.dial(circuit)
                     return
-                except PeerUnreachable as exc:
+                except P2PError as exc:
                     last = exc
         if cs.cancelled_caught:
             raise PeerUnreachable(f"dialing {peer} through a relay took over {timeout} s")
@@ -112,7 +110,8 @@ class Relay:
 
     async def reserve(self, relay_addr: str) -> int:
         """Reserve a slot on the relay at `relay_addr` (`/ip4/../tcp/../p2p/RELAY`); returns
-        the reservation's expiry (unix time). Raises PeerUnreachable or `ReservationRefused`."""
+        the reservation's expiry (unix time). Raises a P2PError: PeerUnreachable (no answer),
+        RemoteError (HOP refused) or `ReservationRefused`."""
         addr = multiaddr_of(relay_addr)
         relay_text = addr.get_peer_id()
         if relay_text is None:
@@ -120,11 +119,9 @@ class Relay:
         relay = ID.from_base58(relay_text)
         ok = False
         with trio.move_on_after(RESERVE_TIMEOUT) as cs:
-            try:
+            with map_libp2p_errors(f"cannot reach relay {relay_addr}"):
                 await self.host.connect(PeerInfo(relay, [addr]))
                 stream = await self.host.new_stream(relay, [HOP_PROTOCOL])
-            except Exception as exc:
-                raise PeerUnreachable(f"cannot reach relay {relay_addr}: {exc}") from exc
             try:
                 ok = await self._reserver._make_reservation(stream, relay)
             finally:
@@ -153,7 +150,7 @@ class Relay:
         while True:
             try:
                 expires = await self.reserve(relay_addr)
-            except (PeerUnreachable, ReservationRefused) as exc:
+            except P2PError as exc:  # ReservationRefused among them
                 if self.reserved.pop(relay_addr, None) is not None or not first.is_set():
                     log.warning("no relay reservation on %s: %s", relay_addr, exc)
                 first.set()
@@ -174,5 +171,5 @@ class Relay:
                 self.reserved.pop(relay_addr, None)
 
 
-class ReservationRefused(Exception):
+class ReservationRefused(RemoteError):
     """The relay answered, and said no (its limits are reached)."""

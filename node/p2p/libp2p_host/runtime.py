@@ -239,10 +239,11 @@ class TrioRuntime:
                     result = await fn(*args)
                 except trio.Cancelled:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # handed over to the asyncio caller, never dropped
                     inner = unwrap_group(exc)
                     if not isinstance(inner, P2PError):
-                        log.debug("unexpected error in %r", fn, exc_info=inner)
+                        # engine calls translate libp2p's errors: anything else is a bug
+                        log.error("unexpected error in %r", fn, exc_info=inner)
                         wrapped = P2PError(f"libp2p failure: {inner!r}")
                         wrapped.__cause__ = inner
                         inner = wrapped
