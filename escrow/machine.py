@@ -8,7 +8,8 @@ signatures, PSBTs and chain facts before it feeds an event in.
 
 Decisions beyond the design page, written down here:
 - `send(event)` is our own action, `receive(event, sender)` a peer's message. A rejected event
-  raises `LocalEscrowError` or `RemoteEscrowError` (who broke the rule) and changes nothing.
+  raises `NotAllowedNow` (a `LocalEscrowError`) or `RemoteEscrowError` (who broke the rule) and
+  changes nothing.
   Feeding the same event from the same author twice is a no-op (the outbox retries).
 - PROPOSED expires like AGREED: `funding_timeout` after creation, so a trade whose keys never
   arrive does not hang forever. Funding seen before the deadline (any depth) stops expiry.
@@ -44,6 +45,7 @@ from escrow.terms import (
     LateFunding,
     LocalEscrowError,
     NeedSignature,
+    NotAllowedNow,
     Payout,
     PayoutKind,
     PayoutOutput,
@@ -203,7 +205,7 @@ class EscrowMachine:
         """
         t, keys = self.terms, self.keys
         if len(keys) < 3:
-            raise LocalEscrowError("payout addresses are not known before all keys are in")
+            raise NotAllowedNow("payout addresses are not known before all keys are in")
         outputs: tuple[PayoutOutput, ...] = ()
         remainder: str | None = None
         if kind in ("release", "timeout"):
@@ -213,16 +215,16 @@ class EscrowMachine:
         else:
             r = ruling or self.ruling
             if r is None:
-                raise LocalEscrowError("no ruling yet")
+                raise NotAllowedNow("no ruling yet")
             split = ((B, r.buyer_sats), (S, r.seller_sats), (A, r.fee_sats))
             outputs = tuple(PayoutOutput(keys[p].payout_address, v) for p, v in split if v)
         return Payout(kind, outputs, remainder, t.min_fee_sats, t.max_fee_sats)
 
     # -- dispatch -----------------------------------------------------------------------------
 
-    def _fail(self, sender: Role, message: str) -> LocalEscrowError | RemoteEscrowError:
+    def _fail(self, sender: Role, message: str) -> NotAllowedNow | RemoteEscrowError:
         if sender == self.role:
-            return LocalEscrowError(message)
+            return NotAllowedNow(message)
         return RemoteEscrowError(f"{sender}: {message}")
 
     def _handle(self, event: EscrowEvent, sender: Role) -> list[Effect]:
@@ -293,7 +295,7 @@ class EscrowMachine:
         effects: list[Effect] = []
         if sender == self.role:
             if len(self.keys) < 3:
-                raise LocalEscrowError("cannot acknowledge an address before all keys are in")
+                raise NotAllowedNow("cannot acknowledge an address before all keys are in")
             self.address = ev.address
             for party, addr in list(self.acks.items()):  # acks that arrived before ours
                 if addr != ev.address:

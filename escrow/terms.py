@@ -41,6 +41,14 @@ class LocalEscrowError(EscrowError):
     """We tried something the escrow rules forbid: a bug or a wrong user action on this node."""
 
 
+class UnknownEscrow(LocalEscrowError):
+    """This node has no escrow for that order."""
+
+
+class NotAllowedNow(LocalEscrowError):
+    """The escrow's rules refuse our action in its current state, or from our role in it."""
+
+
 class RemoteEscrowError(EscrowError):
     """A peer broke the escrow rules; its message was rejected and the escrow is unchanged."""
 

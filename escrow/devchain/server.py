@@ -2,7 +2,7 @@
 mempool, mining on demand or on a timer, a faucet, and SQLite persistence.
 
 A transaction enters the mempool only if every input spends an unspent output and validates under
-Bitcoin Core's consensus library (see devchain_rules). Blocks start at the real regtest genesis,
+Bitcoin Core's consensus library (see rules.py). Blocks start at the real regtest genesis,
 carry BIP34 heights and witness commitments, and pass Core's context-free block check.
 
     async with Devchain.running(":memory:") as chain:        # or a path to a SQLite file

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from node.api.problems import ApiProblem, FieldError
-from p2pmarket.identity import PeerIdError, public_from_peer_id
+from node.api.convert import public_key
+from node.api.problems import ApiProblem
 
 if TYPE_CHECKING:
     from node.api.hub import EventHub
@@ -95,13 +95,3 @@ class Call:
     def peer(self, name: str = "peer_id") -> bytes:
         """A path parameter holding a peer id, as the raw public key."""
         return public_key(self.path(name), parameter=name)
-
-
-def public_key(peer_id: str, *, parameter: str | None = None, pointer: str | None = None
-               ) -> bytes:
-    """The public key a peer id names; a 422 naming the field when it is not one."""
-    try:
-        return public_from_peer_id(peer_id)
-    except PeerIdError as exc:
-        raise ApiProblem("validation", str(exc), errors=[
-            FieldError(detail=str(exc), parameter=parameter, pointer=pointer)]) from None

@@ -13,7 +13,6 @@ from typing import Any, NoReturn, TypeVar, get_args
 
 import msgspec
 
-from node.api.context import public_key
 from node.api.problems import ApiProblem, FieldError
 from node.market.cache import Hit
 from node.trade.negotiation import NegotiationState, Proposal
@@ -21,7 +20,7 @@ from node.trade.orders import OrderState, Role
 from node.trade.store import NegotiationView, OrderView, StepView
 from p2pmarket.api import schemas as s
 from p2pmarket.api import schemas_trade as t
-from p2pmarket.identity import peer_id_from_public
+from p2pmarket.identity import PeerIdError, peer_id_from_public, public_from_peer_id
 from p2pmarket.wire import market as mm
 from p2pmarket.wire.bodies import ImageRef as BodyImageRef
 from p2pmarket.wire.bodies import Listing, Profile, Review
@@ -206,3 +205,13 @@ def order_out(v: OrderView) -> t.OrderOut:
                       title=v.title, quantity=v.quantity, price=v.price, payment=payment,
                       shipment=shipment, address=v.address, can=list(v.can),
                       log=[step_out(e) for e in v.log])
+
+
+def public_key(peer_id: str, *, parameter: str | None = None, pointer: str | None = None
+               ) -> bytes:
+    """The public key a peer id names; a 422 naming the field when it is not one."""
+    try:
+        return public_from_peer_id(peer_id)
+    except PeerIdError as exc:
+        raise ApiProblem("validation", str(exc), errors=[
+            FieldError(detail=str(exc), parameter=parameter, pointer=pointer)]) from None

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from node.api.convert import OFFER_STATES, ORDER_STATES, ROLES
-from node.api.escrow_view import escrow_api
-from node.escrow.driver import EscrowDriver
+from node.api.escrow_view import escrow_event
+from node.escrow.book import EscrowUpdate
 from node.p2p.messenger import MessageDelivered, MessageFailed, MessageReceived, MessengerEvent
-from node.trade.store import (
+from node.trade.events import (
     ChatReceived,
     NegotiationChanged,
     OrderChanged,
@@ -111,20 +111,21 @@ class EventHub:
     def attach(self, node: Node) -> None:
         node.messenger.listeners.append(self.on_messenger)
         node.trade.listeners.append(self.on_trade)
-        driver = getattr(node, "escrow", None)
-        if isinstance(driver, EscrowDriver):
-            escrow_api(driver).listeners.append(self.on_escrow)
+        if node.escrow is not None:
+            node.escrow.listeners.append(self.on_escrow)
 
-    def on_escrow(self, change: object) -> None:
-        self.publish("escrow.changed", ev.EscrowEvent(
-            order=str(getattr(change, "order", "")), state=str(getattr(change, "state", "")),
-            step=str(getattr(change, "step", ""))))
+    def on_escrow(self, update: EscrowUpdate) -> None:
+        event = escrow_event(update)
+        if event is not None:
+            self.publish("escrow.changed", event)
 
     def detach(self, node: Node) -> None:
         for listeners, fn in ((node.messenger.listeners, self.on_messenger),
                               (node.trade.listeners, self.on_trade)):
             if fn in listeners:
                 listeners.remove(fn)  # type: ignore[arg-type]
+        if node.escrow is not None and self.on_escrow in node.escrow.listeners:
+            node.escrow.listeners.remove(self.on_escrow)
 
     def on_messenger(self, event: MessengerEvent) -> None:
         match event:

@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from dht.server import DhtError
+from escrow.terms import EscrowError, UnknownEscrow
 from node.market.listings import ListingInvalid, ListingNotFound
 from node.market.profiles import ProfileInvalid
 from node.p2p.blobs import BlobError
@@ -125,6 +126,7 @@ def _domain_problem(exc: Exception) -> ApiProblem | None:
         (Unavailable, "unavailable"), (TradeError, "conflict"),
         (BlobError, "not-found"), (RequestTimeout, "peer-timeout"),
         (P2PError, "peer-unreachable"), (DhtError, "unavailable"),
+        (UnknownEscrow, "not-found"), (EscrowError, "conflict"),  # the escrow's last word
     ]
     for kind, name in table:
         if isinstance(exc, kind):

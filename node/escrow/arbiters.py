@@ -1,59 +1,23 @@
-"""Arbiters: publish this node's arbiter advert in the DHT directory (`ARBITERS_KEY`), list the
-adverts found there, and, as an arbiter, see each dispute as a case and rule on it.
+"""Arbitration: as an arbiter, see each dispute as a case and rule on it (the advert that makes
+this node an arbiter is `node.escrow.adverts`).
 
 A case shows both parties' signed order logs (each verified when it arrived, here re-read), the
 listing copies they sent, and every statement on the escrow (dispute reasons, evidence). A
 ruling is made through the escrow driver; it is allowed once both parties were heard, or at the
-ruling deadline when one party never answered. The advert's `description` carries the arbiter's
-languages and terms text (the record has no separate fields for them).
+ruling deadline when one party never answered.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import TYPE_CHECKING
-
 import msgspec
 
-from dht.server import DhtNode
 from escrow.terms import DisputeOpened, Evidence, LocalEscrowError, Role, State
 from node.escrow.book import RulingView, decode_event
-from p2pmarket.identity import Identity
-from p2pmarket.storage import Database
-from p2pmarket.wire.bodies import Arbiter, Listing, Tombstone
-from p2pmarket.wire.dhtkeys import ARBITERS_KEY
+from node.escrow.driver import EscrowDriver
+from p2pmarket.wire.bodies import Listing
 from p2pmarket.wire.market import listing_ref
 from p2pmarket.wire.order_steps import OrderLogError, verify_chain
-from p2pmarket.wire.records import Record, RecordError, decode_record, sign_record
-
-if TYPE_CHECKING:
-    from node.escrow.driver import EscrowDriver
-
-log = logging.getLogger(__name__)
-
-MIGRATIONS = [
-    """
-    CREATE TABLE arbiter_advert (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        raw BLOB NOT NULL,            -- our signed advert, or the tombstone that withdrew it
-        live INTEGER NOT NULL
-    );
-    """,
-]
-
-
-async def list_arbiters(dht: DhtNode) -> list[Record[Arbiter]]:
-    """The live adverts in the directory (a withdrawn one is a tombstone in its slot)."""
-    found: list[Record[Arbiter]] = [
-        r for r in await dht.get_all(ARBITERS_KEY, max_pages=8)  # type: ignore[misc]
-        if isinstance(r.body, Arbiter)]
-    return sorted(found, key=lambda r: (r.body.name, r.publisher))
-
-
-async def find_advert(dht: DhtNode, arbiter: bytes) -> Record[Arbiter] | None:
-    return next((r for r in await list_arbiters(dht) if r.publisher == arbiter), None)
-
+from p2pmarket.wire.records import RecordError, decode_record
 
 # -- what an arbiter sees ------------------------------------------------------------------------
 
@@ -101,55 +65,11 @@ class DisputeView(msgspec.Struct, frozen=True):
 
 
 class ArbiterService:
-    def __init__(self, identity: Identity, db: Database, dht: DhtNode,
-                 escrow: EscrowDriver | None = None) -> None:
-        self.identity, self.db, self.dht, self.escrow = identity, db, dht, escrow
-        db.migrate("arbiters", MIGRATIONS)
+    """The disputes of the escrows this node arbitrates; `escrow` is None on a node without a
+    chain (then every call says so)."""
 
-    # -- the advert ---------------------------------------------------------------------------
-
-    def advert(self) -> Record[Arbiter] | None:
-        """Our live advert, if we serve as an arbiter."""
-        row = self.db.query_one("SELECT raw, live FROM arbiter_advert WHERE id=1")
-        if row is None or not row["live"]:
-            return None
-        record = decode_record(row["raw"], allow_expired=True)
-        return record if isinstance(record.body, Arbiter) else None  # type: ignore[return-value]
-
-    def _seq(self) -> int:
-        row = self.db.query_one("SELECT raw FROM arbiter_advert WHERE id=1")
-        last = decode_record(row["raw"], allow_expired=True).seq if row else 0
-        return max(last + 1, int(time.time() * 1000))
-
-    async def publish(self, name: str, description: str = "", fee_percent_bp: int = 0,
-                      fee_fixed_sat: int = 0) -> Record[Arbiter]:
-        """Offer to arbitrate (or change the terms): sign the advert and put it in the DHT."""
-        try:
-            body = msgspec.convert(dict(name=name, description=description,
-                                        fee_percent_bp=fee_percent_bp,
-                                        fee_fixed_sat=fee_fixed_sat), Arbiter)
-        except msgspec.ValidationError as exc:
-            raise LocalEscrowError(f"bad advert: {exc}") from exc
-        record = sign_record(self.identity, body, seq=self._seq())
-        self._save(record.raw, live=True)
-        report = await self.dht.put(record)
-        if not report.ok:
-            log.warning("arbiter advert not stored by any DHT node yet (%s)", report.refused)
-        return record
-
-    async def withdraw(self) -> None:
-        """Stop serving as an arbiter: a tombstone replaces the advert in the directory."""
-        tomb = sign_record(self.identity, Tombstone(target_kind="arbiter"), seq=self._seq())
-        self._save(tomb.raw, live=False)
-        await self.dht.put(tomb)
-
-    def _save(self, raw: bytes, *, live: bool) -> None:
-        self.db.execute("INSERT INTO arbiter_advert (id, raw, live) VALUES (1, ?, ?) "
-                        "ON CONFLICT (id) DO UPDATE SET raw=excluded.raw, live=excluded.live",
-                        (raw, int(live)))
-
-    async def directory(self) -> list[Record[Arbiter]]:
-        return await list_arbiters(self.dht)
+    def __init__(self, escrow: EscrowDriver | None) -> None:
+        self.escrow = escrow
 
     # -- disputes -----------------------------------------------------------------------------
 
@@ -161,13 +81,13 @@ class ArbiterService:
     def disputes(self) -> list[DisputeView]:
         """Escrows we arbitrate that were ever disputed, newest first."""
         driver = self._driver()
-        ids = [e.order_id for e in driver.escrows.values()
+        ids = [e.order_id for e in driver.book.escrows.values()
                if e.role is Role.ARBITER and e.machine.disputed_by is not None]
         return [self.dispute(i) for i in reversed(ids)]
 
     def dispute(self, order_id: str) -> DisputeView:
         driver = self._driver()
-        esc = driver._escrow(order_id)
+        esc = driver.book.get(order_id)
         m = esc.machine
         statements = []
         for row in driver.store.steps(order_id, "applied"):

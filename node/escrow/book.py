@@ -1,5 +1,6 @@
 """One escrow as the driver holds it (machine, keys, signer, chain facts), how it is rebuilt from
-its stored steps, and what it shows: views and the events listeners get.
+its stored steps, and what it shows: views and the events listeners get. Also what the driver's
+parts share (`EscrowBook`) and what they need from outside (`OrderDesk`, `Send`).
 
 Pure bookkeeping: no IO here. The machine is rebuilt by feeding the applied steps again in their
 feeding order, each preceded by the clock reading it was fed at, so deadlines replay exactly.
@@ -7,9 +8,12 @@ feeding order, each preceded by the clock reading it was fed at, so deadlines re
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
@@ -24,9 +28,15 @@ from escrow.terms import (
     State,
     Terms,
     Tick,
+    UnknownEscrow,
 )
 from node.escrow.store import StepRow
-from p2pmarket.wire.escrow import Proposal
+from node.trade.orders import Order
+from node.trade.store import OrderView
+from p2pmarket.wire.bodies import Listing
+from p2pmarket.wire.escrow import EscrowBody, Proposal
+from p2pmarket.wire.market import PaymentMethod
+from p2pmarket.wire.records import Record
 
 _encoder = msgspec.msgpack.Encoder()
 B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER
@@ -109,6 +119,71 @@ class Escrow:
 
     def signed(self, kind: PayoutKind, role: Role | None = None) -> bool:
         return (role or self.role) in self.machine.signatures.get(kind, {})
+
+
+# -- what the driver's parts share, and what they need from outside ----------------------------
+
+Send = Callable[[bytes, EscrowBody], object]  # queue a message to a peer (`Messenger.send`)
+
+
+class OrderDesk(Protocol):
+    """What the escrow needs of the trade layer: the orders it secures and their listings."""
+
+    def load_order(self, order_id: str) -> Order:
+        """The order with its signed log; a `TradeError` when there is none."""
+        ...
+
+    def order(self, order_id: str) -> OrderView: ...
+
+    def listing(self, seller: bytes, listing_id: str) -> Record[Listing] | None:
+        """The newest copy of a seller's listing this node has."""
+        ...
+
+    def offered_listing(self, negotiation_id: str) -> Record[Listing] | None:
+        """The listing version a negotiation was made on."""
+        ...
+
+    def own_listing(self, listing_id: str) -> Record[Listing] | None:
+        """The current record of one of our own listings."""
+        ...
+
+    async def confirm_payment(self, order_id: str, method: PaymentMethod,
+                              reference: str) -> object: ...
+
+    async def settle(self, order_id: str, reference: str) -> object: ...
+
+
+class EscrowBook:
+    """The escrows of this node and what the driver's parts share about them: the lock they
+    take turns on, the listeners, the peers' rule breaks, and which escrows to look at again."""
+
+    def __init__(self) -> None:
+        self.escrows: dict[str, Escrow] = {}
+        self.listeners: list[Callable[[EscrowUpdate], None]] = []
+        self.violations: Counter[bytes] = Counter()
+        self.lock = asyncio.Lock()
+        self.wake = asyncio.Event()  # the worker: inbox or dirty escrows
+        self.poke = asyncio.Event()  # the chain watcher
+        self.dirty: set[str] = set()
+
+    def get(self, order_id: str) -> Escrow:
+        esc = self.escrows.get(order_id)
+        if esc is None:
+            raise UnknownEscrow(f"no escrow for order {order_id}")
+        return esc
+
+    def emit(self, update: EscrowUpdate) -> None:
+        for listener in list(self.listeners):
+            listener(update)
+
+    def mark(self, esc: Escrow) -> None:
+        """Have the worker reconcile `esc` again."""
+        self.dirty.add(esc.order_id)
+        self.wake.set()
+
+    def take_dirty(self) -> list[str]:
+        dirty, self.dirty = sorted(self.dirty), set()
+        return dirty
 
 
 def replay(terms: Terms, role: Role, created: int, rows: Iterable[StepRow]) -> EscrowMachine:

@@ -1,5 +1,6 @@
-"""Escrow messages arriving from peers: kept in the escrow inbox the moment the messenger hands
-them over (so a crash loses none), then judged one at a time by the driver's worker.
+"""`EscrowIntake`: escrow messages arriving from peers, kept in the escrow inbox the moment the
+messenger hands them over (so a crash loses none), then judged one at a time by the driver's
+worker.
 
 A proposal (from the buyer) is checked against what this node knows: the seller compares it with
 its own order and listing, the arbiter with its own advert. Terms a node does not agree to still
@@ -11,21 +12,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 
-from escrow.machine import EscrowMachine
 from escrow.terms import (
     Cancel,
     EscrowError,
-    KeysExchanged,
+    Network,
     RemoteEscrowError,
     Role,
-    State,
     Terms,
 )
-from node.escrow.book import Escrow, decode_event
-from node.escrow.reconcile import EscrowActions
+from node.escrow.book import Escrow, EscrowBook, OrderDesk, decode_event
+from node.escrow.steps import EscrowSteps
+from node.escrow.store import EscrowStore
 from node.p2p.messenger import MessageReceived, MessengerEvent
 from node.trade.errors import TradeError
 from node.trade.orders import Order
@@ -52,24 +53,35 @@ PARK_FOR = 7 * 86_400.0  # how long a step may wait for its escrow's proposal
 MAX_FEE_SHARE = 20  # a seller accepts a miner fee bound up to 1/20 of the amount (or 20k sats)
 
 
-class EscrowIntake(EscrowActions):
-    def _on_messenger_event(self, event: MessengerEvent) -> None:
+class EscrowIntake:
+    """Peers' escrow messages for the node `public` on `network`: `on_message` is the
+    messenger's callback, `process_inbox` the worker's turn; `accepts_arbitration` says whether
+    this node serves as an arbiter (it has a live advert)."""
+
+    def __init__(self, public: bytes, network: Network, store: EscrowStore, book: EscrowBook,
+                 steps: EscrowSteps, orders: OrderDesk, *,
+                 accepts_arbitration: Callable[[], bool] = lambda: False) -> None:
+        self.public, self.network = public, network
+        self.store, self.book, self.steps, self.orders = store, book, steps, orders
+        self.accepts_arbitration = accepts_arbitration
+
+    def on_message(self, event: MessengerEvent) -> None:
         """The messenger's callback: store escrow messages; the worker judges them."""
         if not isinstance(event, MessageReceived):
             return
         body = event.message.body
         if isinstance(body, EscrowOpen | EscrowStep | EscrowCase):
             self.store.add_inbox(event.message.sender, body, time.time())
-            self._wake.set()
+            self.book.wake.set()
 
-    async def _process_inbox(self) -> None:
+    async def process_inbox(self) -> None:
         while rows := self.store.inbox():
             for row in rows:
                 try:
                     body: EscrowBody = msgspec.msgpack.decode(row.body, type=EscrowBody)
                     park = await self._handle(row.sender, body)
                 except (RemoteEscrowError, EscrowWireError, msgspec.MsgspecError) as exc:
-                    self.violations[row.sender] += 1
+                    self.book.violations[row.sender] += 1
                     log.info("dropped an escrow message from %s: %s", row.sender.hex()[:16], exc)
                     park = False
                 except (EscrowError, TradeError) as exc:  # never retry a message forever
@@ -86,7 +98,7 @@ class EscrowIntake(EscrowActions):
         if isinstance(body, EscrowOpen):
             await self._on_open(sender, body)
             return False
-        esc = self.escrows.get(body.order)
+        esc = self.book.escrows.get(body.order)
         if esc is None:
             return True
         if isinstance(body, EscrowStep):
@@ -101,9 +113,9 @@ class EscrowIntake(EscrowActions):
         proposal = open_proposal(body.proposal)
         if proposal.order != body.order or sender != proposal.buyer:
             raise RemoteEscrowError("a proposal comes from the order's buyer")
-        if body.order in self.escrows:
+        if body.order in self.book.escrows:
             return  # a retry
-        role = {proposal.seller: S, proposal.arbiter: A}.get(self.identity.public)
+        role = {proposal.seller: S, proposal.arbiter: A}.get(self.public)
         if role is None:
             raise RemoteEscrowError("a proposal for an escrow this node is not part of")
         order = _opened_order(proposal)
@@ -113,30 +125,21 @@ class EscrowIntake(EscrowActions):
             raise RemoteEscrowError(f"bad escrow terms: {exc}") from exc
         if terms.order_id != proposal.order:
             raise RemoteEscrowError("the terms name another order")
-        reason = self._judge(proposal, terms, role, order)
+        reason = self.judge(proposal, terms, role, order)
         with self.store.db.transaction():  # a restart must not find it accepted
-            esc = self._new_escrow(proposal, body.proposal, terms, role)
+            esc = self.steps.create(proposal, body.proposal, terms, role)
             if reason:
                 log.info("escrow %s: declined: %s", esc.order_id, reason)
-                self._act(esc, Cancel(role, reason[:4000]))
+                self.steps.act(esc, Cancel(role, reason[:4000]))
             self.store.unpark(esc.order_id)
 
-    def _new_escrow(self, proposal: Proposal, raw: bytes, terms: Terms, role: Role) -> Escrow:
-        now = self.now()
-        esc = Escrow(proposal, raw, digest(raw), terms, role, EscrowMachine(terms, role, now=now),
-                     created=now)
-        self.store.add_escrow(esc.order_id, role, raw, esc.state, now, time.time())
-        self.escrows[esc.order_id] = esc
-        self._mark(esc)  # `_reconcile` sends our keys
-        return esc
-
-    def _judge(self, proposal: Proposal, terms: Terms, role: Role, order: Order) -> str:
+    def judge(self, proposal: Proposal, terms: Terms, role: Role, order: Order) -> str:
         """Why this node declines the terms ("" when it agrees)."""
         price = order.terms.price
         if price.currency != "BTC" or price.amount != terms.amount_sats:
             return f"the escrow amount {terms.amount_sats} sats is not the order's price"
-        if terms.network != self.config.network:
-            return f"this node's escrow runs on {self.config.network}, not {terms.network}"
+        if terms.network != self.network:
+            return f"this node's escrow runs on {self.network}, not {terms.network}"
         try:
             advert = decode_record(proposal.advert, allow_expired=True)
         except RecordError as exc:
@@ -152,9 +155,8 @@ class EscrowIntake(EscrowActions):
         return self._judge_as_seller(proposal, terms, order)
 
     def _judge_as_seller(self, proposal: Proposal, terms: Terms, order: Order) -> str:
-        trade = self.node.trade
         try:
-            mine = trade.store.load_order(order.id)
+            mine = self.orders.load_order(order.id)
         except TradeError:
             return "no such order here"
         if mine.log.entries[0].raw != proposal.opened:
@@ -163,7 +165,7 @@ class EscrowIntake(EscrowActions):
             return "the seller waits for at least one confirmation"
         if terms.max_fee_sats > max(20_000, terms.amount_sats // MAX_FEE_SHARE):
             return "the miner fee bound is too high"
-        listing = trade.own_listing(order.terms.listing.id) if trade.own_listing else None
+        listing = self.orders.own_listing(order.terms.listing.id)
         if listing is not None and isinstance(listing.body, Listing):
             names = listing.body.arbiters
             if names and proposal.arbiter not in names:
@@ -171,20 +173,6 @@ class EscrowIntake(EscrowActions):
             if terms.deadlines != listing.body.escrow:
                 return "the deadlines differ from the listing's"
         return ""
-
-    async def _send_keys(self, esc: Escrow) -> None:
-        """Our per-order xpub and a fresh payout address of our wallet."""
-        await self._ensure_signer(esc)
-        assert esc.key is not None
-        address = await self.wallet.receive_address()
-        timeout = (esc.key.timeout_xpub if esc.role is S and esc.terms.seller_timeout_blocks
-                   else None)
-        self._act(esc, KeysExchanged(esc.role, esc.key.xpub, address, timeout))
-
-    async def _reconcile(self, esc: Escrow) -> None:
-        if esc.state is State.PROPOSED and esc.role not in esc.machine.keys:
-            await self._send_keys(esc)
-        await super()._reconcile(esc)
 
     # -- steps and case files -----------------------------------------------------------------
 
@@ -201,7 +189,7 @@ class EscrowIntake(EscrowActions):
             event = decode_event(step.event)
         except (msgspec.MsgspecError, ValueError) as exc:
             raise RemoteEscrowError(f"not an escrow event: {exc}") from exc
-        await self._receive(esc, role, event, body.step, digest(body.step))
+        await self.steps.receive(esc, role, event, body.step, digest(body.step))
 
     def _on_case(self, esc: Escrow, sender: bytes, body: EscrowCase) -> None:
         """Arbiter: a party's copy of the order log (checked) and its copy of the listing."""
@@ -215,7 +203,7 @@ class EscrowIntake(EscrowActions):
         if log_.entries[0].raw != esc.proposal.opened:
             raise RemoteEscrowError("the order log is of another order")
         self.store.set_case(esc.order_id, role, list(body.order_log), body.listing, time.time())
-        self._mark(esc)
+        self.book.mark(esc)
 
 
 def _opened_order(proposal: Proposal) -> Order:

@@ -1,8 +1,9 @@
-"""What the escrow driver does about each escrow, decided from its state (not from one-off effects)
-after every change and on every tick, so a restarted node picks up where it stopped:
-acknowledge the address, fund it (buyer), tie it to the order (seller: payment confirmed, shipment,
-settlement), release once the buyer confirms receipt, co-sign what is in our interest, finalize
-and broadcast, answer a dispute with our order log. Plus the chain watcher.
+"""`Reconciler`: what the escrow driver does about each escrow, decided from its state (not from
+one-off effects) after every change and on every tick, so a restarted node picks up where it
+stopped: send our keys, acknowledge the address, fund it (buyer), tie it to the order (seller:
+payment confirmed, shipment, settlement), release once the buyer confirms receipt, co-sign what
+is in our interest, finalize and broadcast, answer a dispute with our order log. Plus the chain
+watcher's look at each escrow (`watch`).
 
 Who signs what: the buyer signs the release when it confirms receipt and the seller's node
 co-signs it (it pays the seller); the seller signs a refund and the buyer's node co-signs it; the
@@ -15,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from escrow.bitcoin import EscrowSigner, derive_order_key, finalize, order_index, txid
-from escrow.chain import FundingOutput
+from escrow.chain import EsploraChain, FundingOutput
 from escrow.machine import TRANSITIONS
 from escrow.terms import (
     Broadcast,
@@ -28,6 +30,7 @@ from escrow.terms import (
     Evidence,
     Funded,
     Funding,
+    KeysExchanged,
     PayoutKind,
     PsbtRejected,
     RefundSigned,
@@ -37,8 +40,10 @@ from escrow.terms import (
     Shipped,
     State,
 )
-from node.escrow.book import Escrow, EscrowNotice, Flag, policy_of
-from node.escrow.steps import EscrowCore
+from escrow.wallet import NodeWallet
+from node.escrow.book import Escrow, EscrowBook, EscrowNotice, Flag, OrderDesk, Send, policy_of
+from node.escrow.steps import EscrowSteps
+from node.escrow.store import EscrowStore
 from node.trade.errors import TradeError
 from node.trade.orders import OrderState
 from p2pmarket.wire.escrow import MAX_CASE_STEPS, EscrowCase
@@ -57,12 +62,25 @@ SIGNED_EVENT: dict[PayoutKind, type[ReleaseSigned | RefundSigned | RulingAccepte
     "release": ReleaseSigned, "refund": RefundSigned, "ruling": RulingAccepted}
 
 
-class EscrowActions(EscrowCore):
-    async def _reconcile(self, esc: Escrow) -> None:
-        await self._ensure_signer(esc)
+class Reconciler:
+    """Looks at one escrow at a time (`reconcile`, `watch`) and does what its state calls for.
+    `wallet` gives the node wallet once the driver opened it; `fee_rate` (sat/vB) overrides the
+    chain's estimate."""
+
+    def __init__(self, book: EscrowBook, steps: EscrowSteps, store: EscrowStore,
+                 orders: OrderDesk, chain: EsploraChain, wallet: Callable[[], NodeWallet],
+                 send: Send, *, mnemonic: str, fee_rate: int | None) -> None:
+        self.book, self.steps, self.store, self.orders = book, steps, store, orders
+        self.chain, self.wallet, self.send = chain, wallet, send
+        self.mnemonic, self.fee_rate = mnemonic, fee_rate
+
+    async def reconcile(self, esc: Escrow) -> None:
+        if esc.state is State.PROPOSED and esc.role not in esc.machine.keys:
+            await self._send_keys(esc)
+        await self.ensure_signer(esc)
         m = esc.machine
         if m.state is State.PROPOSED and esc.signer is not None and m.address is None:
-            self._act(esc, DescriptorAcked(esc.role, esc.signer.policy.address))
+            self.steps.act(esc, DescriptorAcked(esc.role, esc.signer.policy.address))
         if esc.role is B and m.state is State.AGREED and m.funding is None:
             await self._fund(esc)
         if esc.role is not A:
@@ -71,9 +89,18 @@ class EscrowActions(EscrowCore):
             self._answer_dispute(esc)
         await self._settle(esc)
 
-    async def _ensure_signer(self, esc: Escrow) -> None:
+    async def _send_keys(self, esc: Escrow) -> None:
+        """Our per-order xpub and a fresh payout address of our wallet."""
+        await self.ensure_signer(esc)
+        assert esc.key is not None
+        address = await self.wallet().receive_address()
+        timeout = (esc.key.timeout_xpub if esc.role is S and esc.terms.seller_timeout_blocks
+                   else None)
+        self.steps.act(esc, KeysExchanged(esc.role, esc.key.xpub, address, timeout))
+
+    async def ensure_signer(self, esc: Escrow) -> None:
         if esc.key is None:
-            esc.key = await asyncio.to_thread(derive_order_key, self.config.mnemonic,
+            esc.key = await asyncio.to_thread(derive_order_key, self.mnemonic,
                                               order_index(esc.order_id), esc.terms.network)
         if esc.signer is None and len(esc.machine.keys) == 3:
             policy = await asyncio.to_thread(policy_of, esc.machine)
@@ -89,26 +116,42 @@ class EscrowActions(EscrowCore):
         m = esc.machine
         due = m.deadline("funding")
         if (Flag.FUND_STARTED in esc.flags or time.monotonic() < esc.retry_at
-                or m.address is None or (due is not None and self.now() >= due)):
+                or m.address is None or (due is not None and self.steps.now() >= due)):
             return
         amount = esc.terms.amount_sats
         try:  # a crash right after an earlier payment must not pay twice
             if await self.chain.find_funding(m.address, amount) is None:
-                await self.wallet.sync(self.chain)
-                paid = await self.wallet.fund_escrow(self.chain, m.address, amount,
-                                                     sat_per_vb=self.config.fee_rate)
-                self._emit(EscrowNotice(esc.order_id, "funding_sent", paid.txid))
+                wallet = self.wallet()
+                await wallet.sync(self.chain)
+                paid = await wallet.fund_escrow(self.chain, m.address, amount,
+                                                sat_per_vb=self.fee_rate)
+                self.book.emit(EscrowNotice(esc.order_id, "funding_sent", paid.txid))
         except (EscrowBitcoinError, ChainError) as exc:
             esc.retry_at = time.monotonic() + RETRY
             log.warning("escrow %s: cannot fund: %s", esc.order_id, exc)
-            self._emit(EscrowNotice(esc.order_id, "funding_failed", str(exc)))
+            self.book.emit(EscrowNotice(esc.order_id, "funding_failed", str(exc)))
             return
-        self._save_flags(esc, Flag.FUND_STARTED)
-        self._poke.set()
+        self.steps.save_flags(esc, Flag.FUND_STARTED)
+        self.book.poke.set()
+
+    async def watch(self, esc: Escrow) -> None:
+        """The chain watcher's look at one escrow: its funding output, its settlement."""
+        m = esc.machine
+        late = m.state in (State.CANCELLED, State.EXPIRED) and m.funding is None
+        if m.address is not None and (m.state is State.AGREED or (late and len(m.acks) == 3)):
+            found = await self.chain.find_funding(m.address, esc.terms.amount_sats)
+            if found is not None:
+                async with self.book.lock:
+                    await self._funding_seen(esc, found)
+        tx_id = m.settlement_txid
+        if tx_id is not None and Flag.CONFIRMED not in esc.flags:
+            status = await self.chain.tx_status(tx_id)
+            async with self.book.lock:
+                await self._settlement_seen(esc, status.confirmations)
 
     async def _funding_seen(self, esc: Escrow, found: FundingOutput) -> None:
         """Our watcher found the funding output (at some depth): learn it and tell the machine."""
-        await self._ensure_signer(esc)
+        await self.ensure_signer(esc)
         m, signer = esc.machine, esc.signer
         if signer is None:
             return
@@ -123,48 +166,48 @@ class EscrowActions(EscrowCore):
             return
         deep = found.confirmations >= esc.terms.min_confirmations
         share = deep and Flag.FUNDED_SHARED not in esc.flags and m.state is State.AGREED
-        self._act(esc, Funded(found.txid, found.vout, found.amount, found.confirmations),
+        self.steps.act(esc, Funded(found.txid, found.vout, found.amount, found.confirmations),
                   share=share)
         if share:
-            self._save_flags(esc, Flag.FUNDED_SHARED)
-        await self._retry_pending(esc)
+            self.steps.save_flags(esc, Flag.FUNDED_SHARED)
+        await self.steps.retry_pending(esc)
 
     # -- the order and the escrow -------------------------------------------------------------
 
     async def _order_hooks(self, esc: Escrow) -> None:
-        trade = self.node.trade
+        orders = self.orders
         try:
-            order = trade.order(esc.order_id)
+            order = orders.order(esc.order_id)
         except TradeError:
             return
         m = esc.machine
         funded = m.funding is not None and m.state in FUNDED_STATES
         if esc.role is S:
             if funded and order.state is O.AWAITING_PAYMENT and m.funding is not None:
-                await trade.confirm_payment(esc.order_id, "escrow", m.funding.txid)
+                await orders.confirm_payment(esc.order_id, "escrow", m.funding.txid)
             if (m.state is State.FUNDED and order.shipment is not None
                     and order.state in (O.SHIPPED, O.RECEIVED, O.COMPLETED)):
-                self._act(esc, Shipped(order.shipment.tracking))
+                self.steps.act(esc, Shipped(order.shipment.tracking))
             if (m.state is State.RELEASED and Flag.CONFIRMED in esc.flags
                     and order.state is O.RECEIVED):
-                await trade.settle(esc.order_id, m.settlement_txid or "")
+                await orders.settle(esc.order_id, m.settlement_txid or "")
         if order.state is O.CANCELLED or (esc.role is S and m.state in (State.CANCELLED,
                                                                          State.EXPIRED)):
             await self._order_cancelled(esc)
         elif (esc.role is B and order.state in (O.RECEIVED, O.COMPLETED)
               and m.state in (State.FUNDED, State.SHIPPED, State.DISPUTED)
               and not esc.signed("release")):
-            await self._sign_payout(esc, "release")  # receipt confirmed: release the money
+            await self.sign_payout(esc, "release")  # receipt confirmed: release the money
 
     async def _order_cancelled(self, esc: Escrow) -> None:
         """A cancelled order (or escrow): stop an unfunded escrow; the seller gives money that
         reached the escrow back (the buyer's node co-signs a refund by itself)."""
         m = esc.machine
         if m.state in (State.PROPOSED, State.AGREED) and m.funding is None:
-            self._act(esc, Cancel(esc.role, "the order was cancelled"))
+            self.steps.act(esc, Cancel(esc.role, "the order was cancelled"))
         elif (esc.role is S and m.funding is not None and not esc.signed("refund")
               and (m.state, RefundSigned) in TRANSITIONS):
-            await self._sign_payout(esc, "refund")
+            await self.sign_payout(esc, "refund")
 
     # -- signatures ---------------------------------------------------------------------------
 
@@ -177,15 +220,15 @@ class EscrowActions(EscrowCore):
         for kind, ours in wants:
             if (ours and m.signatures.get(kind) and not esc.signed(kind)
                     and (m.state, SIGNED_EVENT[kind]) in TRANSITIONS):
-                await self._sign_payout(esc, kind)
+                await self.sign_payout(esc, kind)
         r = m.ruling
         if r is not None and m.state is State.DISPUTED and not esc.signed("ruling"):
             mine, theirs = ((r.buyer_sats, r.seller_sats) if esc.role is B
                             else (r.seller_sats, r.buyer_sats))
             if mine >= theirs:
-                await self._sign_payout(esc, "ruling")
+                await self.sign_payout(esc, "ruling")
 
-    async def _sign_payout(self, esc: Escrow, kind: PayoutKind) -> None:
+    async def sign_payout(self, esc: Escrow, kind: PayoutKind) -> None:
         """Sign `kind`: co-sign the PSBT a peer signed, or build and sign the first one."""
         m, signer, funding = esc.machine, esc.signer, esc.funding
         if signer is None or funding is None:
@@ -195,12 +238,12 @@ class EscrowActions(EscrowCore):
         if theirs:
             psbt = theirs[0]
         else:
-            psbt = await asyncio.to_thread(signer.build, funding, payout, await self._fee(esc))
+            psbt = await asyncio.to_thread(signer.build, funding, payout, await self.fee(esc))
         signed = await asyncio.to_thread(signer.sign, psbt, funding, payout)
-        self._act(esc, SIGNED_EVENT[kind](esc.role, signed))
+        self.steps.act(esc, SIGNED_EVENT[kind](esc.role, signed))
 
-    async def _fee(self, esc: Escrow) -> int:
-        rate = self.config.fee_rate or await self.chain.fee_rate()
+    async def fee(self, esc: Escrow) -> int:
+        rate = self.fee_rate or await self.chain.fee_rate()
         t = esc.terms
         return max(t.min_fee_sats, min(t.max_fee_sats, rate * SETTLEMENT_VSIZE))
 
@@ -216,7 +259,7 @@ class EscrowActions(EscrowCore):
             try:
                 raw = await asyncio.to_thread(finalize, psbts)
             except PsbtRejected as exc:
-                self._emit(EscrowNotice(esc.order_id, "finalize_failed", exc.reason))
+                self.book.emit(EscrowNotice(esc.order_id, "finalize_failed", exc.reason))
                 raise
             esc.settlement_raw = raw
             self.store.set_settlement(esc.order_id, raw)
@@ -228,19 +271,19 @@ class EscrowActions(EscrowCore):
         except ChainError as exc:
             if await self.chain.get_tx(tx_id) is None:  # "already known" is no failure
                 esc.retry_at = time.monotonic() + RETRY
-                self._emit(EscrowNotice(esc.order_id, "broadcast_failed", str(exc)))
+                self.book.emit(EscrowNotice(esc.order_id, "broadcast_failed", str(exc)))
                 raise
-        self._save_flags(esc, Flag.BROADCAST)
-        self._emit(EscrowNotice(esc.order_id, "broadcast", tx_id))
+        self.steps.save_flags(esc, Flag.BROADCAST)
+        self.book.emit(EscrowNotice(esc.order_id, "broadcast", tx_id))
         if m.settlement_txid is None:
-            self._act(esc, Broadcast(tx_id))
-        self._poke.set()
+            self.steps.act(esc, Broadcast(tx_id))
+        self.book.poke.set()
 
     async def _settlement_seen(self, esc: Escrow, confirmations: int) -> None:
         if confirmations >= 1 and Flag.CONFIRMED not in esc.flags:
-            self._save_flags(esc, Flag.CONFIRMED)
-            self._emit(EscrowNotice(esc.order_id, "settled", esc.machine.settlement_txid or ""))
-            self._mark(esc)
+            self.steps.save_flags(esc, Flag.CONFIRMED)
+            self.book.emit(EscrowNotice(esc.order_id, "settled", esc.machine.settlement_txid or ""))
+            self.book.mark(esc)
 
     # -- disputes -----------------------------------------------------------------------------
 
@@ -252,28 +295,27 @@ class EscrowActions(EscrowCore):
             return
         if Flag.CASE_SENT not in esc.flags:
             self._send_case(esc)
-            self._save_flags(esc, Flag.CASE_SENT)
+            self.steps.save_flags(esc, Flag.CASE_SENT)
         if esc.role not in m.heard and Flag.EVIDENCE not in esc.flags:
-            self._act(esc, Evidence(esc.role, "order log sent to the arbiter"))
-            self._save_flags(esc, Flag.EVIDENCE)
+            self.steps.act(esc, Evidence(esc.role, "order log sent to the arbiter"))
+            self.steps.save_flags(esc, Flag.EVIDENCE)
 
     def _send_case(self, esc: Escrow) -> None:
-        trade = self.node.trade
+        orders = self.orders
         try:
-            order = trade.store.load_order(esc.order_id)
+            order = orders.load_order(esc.order_id)
         except TradeError as exc:
             log.warning("escrow %s: no order log to send: %s", esc.order_id, exc)
             return
         # the version the order was made on; else the newest copy this node has
-        listing = trade.store.offered_listing(order.terms.negotiation)
+        listing = orders.offered_listing(order.terms.negotiation)
         if listing is None or listing_ref(listing) != order.terms.listing:
-            listing = (trade.own_listing(order.terms.listing.id) if esc.role is S and
-                       trade.own_listing is not None else
-                       trade.store.listing(order.seller, order.terms.listing.id))
+            listing = (orders.own_listing(order.terms.listing.id) if esc.role is S
+                       else orders.listing(order.seller, order.terms.listing.id))
         case = EscrowCase(order=esc.order_id, order_log=tuple(order.log.raws()[-MAX_CASE_STEPS:]),
                           listing=listing.raw if listing is not None else b"")
         try:
-            self.node.messenger.send(esc.proposal.arbiter, case)
+            self.send(esc.proposal.arbiter, case)
         except MessageError:  # too big for one message: the log alone still is evidence
-            self.node.messenger.send(esc.proposal.arbiter, EscrowCase(
+            self.send(esc.proposal.arbiter, EscrowCase(
                 order=esc.order_id, order_log=case.order_log))

@@ -1,5 +1,6 @@
-"""The escrow driver's core: feed our own and the peers' escrow events into each escrow's machine,
-store every step with how it was used, and send ours, signed, to the two other parties.
+"""`EscrowSteps`, the driver's part that feeds our own and the peers' escrow events into each
+escrow's machine, stores every step with how it was used, and sends ours, signed, to the two
+other parties.
 
 A peer's step is checked before the machine sees it: keys and addresses must be valid for the
 network, and a PSBT must spend exactly the escrow output into exactly the agreed payout and carry
@@ -14,18 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 import msgspec
 
-from dht.server import DhtNode
 from escrow.bitcoin import address_script, check_psbt, check_xpub, finalize
-from escrow.chain import EsploraChain
-from escrow.machine import TRANSITIONS
+from escrow.machine import TRANSITIONS, EscrowMachine
 from escrow.terms import (
     DeadlinePassed,
     Effect,
@@ -33,8 +28,6 @@ from escrow.terms import (
     EscrowEvent,
     Funded,
     KeysExchanged,
-    LocalEscrowError,
-    Network,
     PayoutKind,
     PeerMisbehaved,
     RefundSigned,
@@ -43,28 +36,33 @@ from escrow.terms import (
     Ruling,
     RulingAccepted,
     RulingNeeded,
+    Terms,
     Tick,
     TimeoutClaimAvailable,
     TimeoutClaimed,
 )
-from escrow.wallet import NodeWallet
 from node.escrow.book import (
     Escrow,
+    EscrowBook,
     EscrowChanged,
     EscrowNotice,
     EscrowRefused,
-    EscrowUpdate,
+    Send,
     decode_event,
     encode_event,
     event_tag,
     replay,
 )
-from node.escrow.store import EscrowStore
-from node.p2p.messenger import Messenger
-from node.trade.service import Trade
+from node.escrow.store import EscrowRow, EscrowStore
 from p2pmarket.identity import Identity
-from p2pmarket.storage import Database
-from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step
+from p2pmarket.wire.escrow import (
+    EscrowStep,
+    EscrowStepPayload,
+    Proposal,
+    digest,
+    open_proposal,
+    sign_escrow_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,79 +75,48 @@ PSBT_KIND: dict[type[EscrowEvent], PayoutKind] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class EscrowConfig:
-    """How a node reaches its chain. `poll`: seconds between chain checks; `tick`: seconds
-    between clock ticks (deadlines, retries); `clock`: unix time (tests move it)."""
+class EscrowSteps:
+    """Every change to an escrow's machine goes through here: `act` (ours), `receive` (a
+    peer's), `tick` (the clock); each is stored, and ours is sent signed to the other parties.
+    `now` is the machines' clock (unix seconds)."""
 
-    esplora_url: str
-    mnemonic: str = field(repr=False)
-    network: Network = "regtest"
-    allow_mainnet: bool = False
-    poll: float = 5.0
-    tick: float = 30.0
-    fee_rate: int | None = None  # sat/vB; None asks the chain's fee estimates
-    clock: Callable[[], float] = time.time
+    def __init__(self, identity: Identity, store: EscrowStore, book: EscrowBook, send: Send,
+                 now: Callable[[], int]) -> None:
+        self.identity, self.store, self.book = identity, store, book
+        self.send, self.now = send, now
 
+    # -- escrows --------------------------------------------------------------------------------
 
-class EscrowNode(Protocol):
-    """What the driver needs of a node (`node.app.Node` is one)."""
+    def create(self, proposal: Proposal, raw: bytes, terms: Terms, role: Role) -> Escrow:
+        """A new escrow from a proposal (ours or the buyer's), stored and in the book."""
+        now = self.now()
+        esc = Escrow(proposal, raw, digest(raw), terms, role, EscrowMachine(terms, role, now=now),
+                     created=now)
+        self.store.add_escrow(esc.order_id, role, raw, esc.state, now, time.time())
+        self.book.escrows[esc.order_id] = esc
+        self.book.mark(esc)  # the reconciler sends our keys
+        return esc
 
-    @property
-    def identity(self) -> Identity: ...
-    @property
-    def db(self) -> Database: ...
-    @property
-    def messenger(self) -> Messenger: ...
-    @property
-    def trade(self) -> Trade: ...
-    @property
-    def dht(self) -> DhtNode: ...
+    def restore(self, row: EscrowRow) -> Escrow:
+        """An escrow rebuilt from its stored row and applied steps (not yet in the book)."""
+        proposal = open_proposal(row.proposal)
+        terms = msgspec.msgpack.decode(proposal.terms, type=Terms)
+        role = Role(row.role)
+        machine = replay(terms, role, row.created, self.store.steps(row.order_id, "applied"))
+        esc = Escrow(proposal, row.proposal, digest(row.proposal), terms, role, machine,
+                     row.created, funding_raw=row.funding_tx, settlement_raw=row.settlement_tx,
+                     flags=set(row.flags))
+        esc.refusals = [f"{r.author}: {r.reason}"
+                        for r in self.store.steps(row.order_id, "rejected")]
+        return esc
 
-
-class EscrowCore:
-    def __init__(self, node: EscrowNode, config: EscrowConfig, *,
-                 datadir: Path | None = None) -> None:
-        self.node, self.identity, self.config = node, node.identity, config
-        self.datadir = datadir
-        self.store = EscrowStore(node.db)
-        self.chain = EsploraChain(config.esplora_url, config.network,
-                                  allow_mainnet=config.allow_mainnet)
-        self._wallet: NodeWallet | None = None
-        self.escrows: dict[str, Escrow] = {}
-        self.listeners: list[Callable[[EscrowUpdate], None]] = []
-        self.violations: Counter[bytes] = Counter()
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()  # the worker: inbox or dirty escrows
-        self._poke = asyncio.Event()  # the chain watcher
-        self._dirty: set[str] = set()
-        # set by the node: whether this node serves as an arbiter (it has a live advert)
-        self.accepts_arbitration: Callable[[], bool] = lambda: False
-
-    @property
-    def wallet(self) -> NodeWallet:
-        if self._wallet is None:
-            raise LocalEscrowError("the escrow driver is not open yet")
-        return self._wallet
-
-    def now(self) -> int:
-        return int(self.config.clock())
-
-    def _emit(self, update: EscrowUpdate) -> None:
-        for listener in list(self.listeners):
-            listener(update)
-
-    def _mark(self, esc: Escrow) -> None:
-        self._dirty.add(esc.order_id)
-        self._wake.set()
-
-    def _save_flags(self, esc: Escrow, *flags: str) -> None:
+    def save_flags(self, esc: Escrow, *flags: str) -> None:
         esc.flags.update(flags)
         self.store.set_flags(esc.order_id, esc.flags)
 
     # -- our own events -----------------------------------------------------------------------
 
-    def _tick(self, esc: Escrow) -> None:
+    def tick(self, esc: Escrow) -> None:
         """Bring the machine's clock to now; a tick that changes something is stored too."""
         now = self.now()
         effects = esc.machine.send(Tick(now))
@@ -160,10 +127,10 @@ class EscrowCore:
                 self.store.set_state(esc.order_id, esc.state, time.time())
             self._after(esc, effects)
 
-    def _act(self, esc: Escrow, event: EscrowEvent, *, share: bool = True) -> None:
+    def act(self, esc: Escrow, event: EscrowEvent, *, share: bool = True) -> None:
         """Apply our own event, store it and (if `share`) send it signed to both other parties,
-        all in one transaction. `LocalEscrowError` if the machine refuses; nothing changes."""
-        self._tick(esc)
+        all in one transaction. `NotAllowedNow` if the machine refuses; nothing changes."""
+        self.tick(esc)
         now = self.now()
         effects = esc.machine.send(event)
         encoded = encode_event(event)
@@ -176,12 +143,12 @@ class EscrowCore:
                 self.store.set_state(esc.order_id, esc.state, time.time())
                 if raw is not None:
                     for peer in esc.others():
-                        self.node.messenger.send(peer, EscrowStep(order=esc.order_id, step=raw))
+                        self.send(peer, EscrowStep(order=esc.order_id, step=raw))
         except BaseException:
             self._reload(esc)  # the machine moved but nothing was stored: rebuild it
             raise
         log.debug("escrow %s: sent %s (%s)", esc.order_id, event_tag(event), esc.state)
-        self._emit(EscrowChanged(esc.order_id, esc.state, event_tag(event), esc.role))
+        self.book.emit(EscrowChanged(esc.order_id, esc.state, event_tag(event), esc.role))
         self._after(esc, effects)
 
     def _reload(self, esc: Escrow) -> None:
@@ -189,29 +156,29 @@ class EscrowCore:
                              self.store.steps(esc.order_id, "applied"))
 
     def _after(self, esc: Escrow, effects: list[Effect]) -> None:
-        """Effects that only need telling; everything else is done by `_reconcile`, which looks
+        """Effects that only need telling; everything else is done by the reconciler, which looks
         at the machine's state rather than at effects, so a restart loses nothing."""
         for effect in effects:
             match effect:
                 case RulingNeeded(opened_by=by, reason=reason):
-                    self._emit(EscrowNotice(esc.order_id, "ruling_needed", f"{by}: {reason}"))
+                    self.book.emit(EscrowNotice(esc.order_id, "ruling_needed", f"{by}: {reason}"))
                 case DeadlinePassed(name=name):
-                    self._emit(EscrowNotice(esc.order_id, "deadline_passed", name))
+                    self.book.emit(EscrowNotice(esc.order_id, "deadline_passed", name))
                 case PeerMisbehaved(party=party, reason=reason):
                     self._refused(esc, party, "descriptor_ack", reason)
                 case TimeoutClaimAvailable():
-                    self._emit(EscrowNotice(esc.order_id, "timeout_claim_available"))
-        self._mark(esc)
+                    self.book.emit(EscrowNotice(esc.order_id, "timeout_claim_available"))
+        self.book.mark(esc)
 
     def _refused(self, esc: Escrow, party: Role, kind: str, reason: str) -> None:
         log.info("escrow %s: refused %s from the %s: %s", esc.order_id, kind, party, reason)
         esc.refusals.append(f"{party} {kind}: {reason}")
-        self.violations[esc.parties[party]] += 1
-        self._emit(EscrowRefused(esc.order_id, party, kind, reason))
+        self.book.violations[esc.parties[party]] += 1
+        self.book.emit(EscrowRefused(esc.order_id, party, kind, reason))
 
     # -- peers' events ------------------------------------------------------------------------
 
-    async def _receive(self, esc: Escrow, author: Role, event: EscrowEvent, raw: bytes,
+    async def receive(self, esc: Escrow, author: Role, event: EscrowEvent, raw: bytes,
                        step_hash: bytes) -> None:
         if self.store.has_step(esc.order_id, step_hash):
             return  # a retry of a step we have
@@ -223,13 +190,13 @@ class EscrowCore:
             return
         if isinstance(event, Funded):  # a claim: our own watcher checks the chain
             self.store.add_step(esc.order_id, author, raw, encoded, "noted", now)
-            self._poke.set()
+            self.book.poke.set()
             return
         row_id = self.store.add_step(esc.order_id, author, raw, encoded, "pending", now)
         if await self._try(esc, row_id, author, event):
-            await self._retry_pending(esc)
+            await self.retry_pending(esc)
 
-    async def _retry_pending(self, esc: Escrow) -> None:
+    async def retry_pending(self, esc: Escrow) -> None:
         progress = True
         while progress:
             progress = False
@@ -251,7 +218,7 @@ class EscrowCore:
             return False
         try:
             await self._check(esc, author, event)
-            self._tick(esc)
+            self.tick(esc)
             effects = esc.machine.receive(event, author)
         except EscrowError as exc:
             self.store.mark_step(row_id, "rejected", self.now(), str(exc))
@@ -262,7 +229,7 @@ class EscrowCore:
             self.store.set_state(esc.order_id, esc.state, time.time())
         log.debug("escrow %s: %s from the %s (%s)", esc.order_id, event_tag(event), author,
                   esc.state)
-        self._emit(EscrowChanged(esc.order_id, esc.state, event_tag(event), author))
+        self.book.emit(EscrowChanged(esc.order_id, esc.state, event_tag(event), author))
         self._after(esc, effects)
         return True
 
@@ -309,12 +276,6 @@ class EscrowCore:
         else:  # prove the sender's signature: sign a scratch copy, then finalize the pair
             ours = await asyncio.to_thread(signer.sign, event.psbt, funding, payout)
             await asyncio.to_thread(finalize, [event.psbt, ours])
-
-    def _escrow(self, order_id: str) -> Escrow:
-        esc = self.escrows.get(order_id)
-        if esc is None:
-            raise LocalEscrowError(f"no escrow for order {order_id}")
-        return esc
 
 
 def _decode(raw: bytes) -> EscrowEvent | None:

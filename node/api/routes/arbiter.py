@@ -1,5 +1,6 @@
 """Arbiter routes: this node's advert in the DHT's arbiter directory, the disputes it arbitrates
-(both parties' case files and statements) and its ruling; `node.escrow.arbiters` does the work.
+(both parties' case files and statements) and its ruling; `node.escrow.adverts` and
+`node.escrow.arbiters` do the work.
 
 Publishing an advert and everything about disputes need the escrow (a node without a chain
 cannot arbitrate: 501); reading and withdrawing the advert work on any node.
@@ -7,7 +8,7 @@ cannot arbitrate: 501); reading and withdrawing the advert work on any node.
 
 from __future__ import annotations
 
-from escrow.terms import EscrowError, LocalEscrowError, State
+from escrow.terms import LocalEscrowError, State
 from escrow.terms import Role as EscrowRole
 from node.api.context import Call
 from node.api.convert import literal_map, page, pid
@@ -98,7 +99,7 @@ def arbitrated(call: Call) -> tuple[ArbiterService, DisputeView]:
             response=s.ArbiterOut, errors=(404,))
 async def get_arbiter_advert(call: Call) -> s.ArbiterOut:
     """404 when this node does not serve as an arbiter (never did, or withdrew)."""
-    record = call.node.arbiters.advert()
+    record = call.node.adverts.advert()
     if record is None:
         raise ApiProblem("not-found", "this node has no live arbiter advert")
     return arbiter_out(record)
@@ -113,8 +114,8 @@ async def publish_arbiter_advert(call: Call) -> s.ArbiterOut:
     f = call.body(t.ArbiterFields)
     escrow(call)
     try:
-        record = await call.node.arbiters.publish(f.name, f.description, f.fee_percent_bp,
-                                                  f.fee_fixed_sat)
+        record = await call.node.adverts.publish(f.name, f.description, f.fee_percent_bp,
+                                                 f.fee_fixed_sat)
     except LocalEscrowError as exc:  # the record's own limits (the wire schema has the same)
         raise validation_problem(exc) from None
     return arbiter_out(record)
@@ -125,10 +126,10 @@ async def publish_arbiter_advert(call: Call) -> s.ArbiterOut:
                errors=(404,))
 async def withdraw_arbiter_advert(call: Call) -> None:
     """Escrows this node already arbitrates keep it as their arbiter; new ones cannot name it."""
-    arbiters = call.node.arbiters
-    if arbiters.advert() is None:
+    adverts = call.node.adverts
+    if adverts.advert() is None:
         raise ApiProblem("not-found", "this node has no live arbiter advert to withdraw")
-    await arbiters.withdraw()
+    await adverts.withdraw()
 
 
 # -- disputes ------------------------------------------------------------------------------------
@@ -177,8 +178,5 @@ async def rule_case(call: Call) -> t.DisputeOut:
         raise ApiProblem("conflict", f"the split leaves {miner} sats for the miner fee; the "
                                      f"escrow terms allow {out.network_fee_min_sat} to "
                                      f"{out.network_fee_max_sat} (give the rest to a party)")
-    try:
-        return dispute_out(await service.rule(view.order, f.buyer_sat, f.seller_sat, f.note),
-                           driver)
-    except EscrowError as exc:  # the escrow machine has the last word on what is allowed
-        raise ApiProblem("conflict", str(exc)) from None
+    # the escrow machine has the last word on what is allowed (its refusals answer 409)
+    return dispute_out(await service.rule(view.order, f.buyer_sat, f.seller_sat, f.note), driver)

@@ -8,13 +8,14 @@ import logging
 from aiohttp import web
 
 from dht.server import DhtError
-from node.api.context import Call, Reply, created, public_key
+from node.api.context import Call, Reply, created
 from node.api.convert import (
     hit_out,
     listing_fields,
     listing_out,
     offset_token,
     page,
+    public_key,
     read_offset,
 )
 from node.api.problems import ApiProblem, FieldError

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import get_args
 
-from node.api.context import Call, Reply, created, public_key
-from node.api.convert import OFFER_STATES, bad_token, key_token, page, read_key
+from node.api.context import Call, Reply, created
+from node.api.convert import OFFER_STATES, bad_token, key_token, page, public_key, read_key
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
 from node.api.routes.listings import find_listing

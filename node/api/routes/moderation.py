@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.api.context import Call, Reply, created, public_key
-from node.api.convert import page
+from node.api.context import Call, Reply, created
+from node.api.convert import page, public_key
 from node.api.registry import Routes
 from node.market.moderation import report_count, report_listing
 from p2pmarket.api import schemas as s

@@ -9,6 +9,7 @@ from weakref import WeakKeyDictionary
 
 from aiohttp import web
 
+from escrow.chain import EsploraChain
 from node.api.context import Call, Reply
 from node.api.convert import page
 from node.api.registry import Routes
@@ -42,7 +43,7 @@ async def get_status(call: Call) -> s.NodeStatus:
     listening = f"{dht.listening[0]}:{dht.listening[1]}" if dht.listening else None
     retry = (max(0.0, dht.next_bootstrap_retry - node.dht.clock())
              if dht.next_bootstrap_retry is not None else None)
-    driver = getattr(node, "escrow", None)
+    driver = node.escrow
     return s.NodeStatus(
         peer_id=node.identity.peer_id, version=__version__, uptime=uptime,
         last_event_id=state.hub.last_id, state="stopping" if state.stopping else "running",
@@ -54,7 +55,7 @@ async def get_status(call: Call) -> s.NodeStatus:
         my_listings=len(node.listings.mine()), cached_listings=node.search.cache.count(),
         offers=len(node.trade.store.negotiation_ids()), orders=len(node.trade.store.order_ids()),
         escrow=driver is not None,
-        chain=await chain_status(chain) if (chain := getattr(driver, "chain", None)) else None)
+        chain=await chain_status(driver.chain) if driver is not None else None)
 
 
 _chain_seen: WeakKeyDictionary[object, tuple[float, s.ChainStatusOut]] = WeakKeyDictionary()
@@ -62,7 +63,7 @@ CHAIN_FRESH = 10.0  # seconds a tip reading is shown before it is read again
 CHAIN_TIMEOUT = 2.0
 
 
-async def chain_status(chain: Any) -> s.ChainStatusOut:
+async def chain_status(chain: EsploraChain) -> s.ChainStatusOut:
     """The backend's tip height, read at most every CHAIN_FRESH seconds; a backend that does
     not answer in CHAIN_TIMEOUT seconds is reported with its error, not waited for."""
     seen = _chain_seen.get(chain)

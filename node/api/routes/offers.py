@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.api.context import Call, Reply, created, public_key
-from node.api.convert import offer_out, page
+from node.api.context import Call, Reply, created
+from node.api.convert import offer_out, page, public_key
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
 from node.api.routes.listings import find_listing

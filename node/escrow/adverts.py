@@ -1,0 +1,101 @@
+"""This node's arbiter advert in the DHT directory (`ARBITERS_KEY`): publish, change, withdraw
+it; and the adverts found there (`list_arbiters`, `find_advert`).
+
+The advert's `description` carries the arbiter's languages and terms text (the record has no
+separate fields for them). Our latest advert (or the tombstone that withdrew it) is kept in
+SQLite (component "arbiters"), so its seq only grows and a restart knows whether we serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+from dht.server import DhtNode
+from escrow.terms import LocalEscrowError
+from p2pmarket.identity import Identity
+from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Arbiter, Tombstone
+from p2pmarket.wire.dhtkeys import ARBITERS_KEY
+from p2pmarket.wire.records import Record, decode_record, sign_record
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE arbiter_advert (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        raw BLOB NOT NULL,            -- our signed advert, or the tombstone that withdrew it
+        live INTEGER NOT NULL
+    );
+    """,
+]
+
+
+async def list_arbiters(dht: DhtNode) -> list[Record[Arbiter]]:
+    """The live adverts in the directory (a withdrawn one is a tombstone in its slot)."""
+    found: list[Record[Arbiter]] = [
+        r for r in await dht.get_all(ARBITERS_KEY, max_pages=8)  # type: ignore[misc]
+        if isinstance(r.body, Arbiter)]
+    return sorted(found, key=lambda r: (r.body.name, r.publisher))
+
+
+async def find_advert(dht: DhtNode, arbiter: bytes) -> Record[Arbiter] | None:
+    return next((r for r in await list_arbiters(dht) if r.publisher == arbiter), None)
+
+
+class ArbiterAdverts:
+    """Our arbiter advert (works on any node; serving as an arbiter needs the escrow)."""
+
+    def __init__(self, identity: Identity, db: Database, dht: DhtNode) -> None:
+        self.identity, self.db, self.dht = identity, db, dht
+        db.migrate("arbiters", MIGRATIONS)
+
+    def advert(self) -> Record[Arbiter] | None:
+        """Our live advert, if we serve as an arbiter."""
+        row = self.db.query_one("SELECT raw, live FROM arbiter_advert WHERE id=1")
+        if row is None or not row["live"]:
+            return None
+        record = decode_record(row["raw"], allow_expired=True)
+        return record if isinstance(record.body, Arbiter) else None  # type: ignore[return-value]
+
+    def serving(self) -> bool:
+        """Whether this node serves as an arbiter (it has a live advert)."""
+        return self.advert() is not None
+
+    def _seq(self) -> int:
+        row = self.db.query_one("SELECT raw FROM arbiter_advert WHERE id=1")
+        last = decode_record(row["raw"], allow_expired=True).seq if row else 0
+        return max(last + 1, int(time.time() * 1000))
+
+    async def publish(self, name: str, description: str = "", fee_percent_bp: int = 0,
+                      fee_fixed_sat: int = 0) -> Record[Arbiter]:
+        """Offer to arbitrate (or change the terms): sign the advert and put it in the DHT."""
+        try:
+            body = msgspec.convert(dict(name=name, description=description,
+                                        fee_percent_bp=fee_percent_bp,
+                                        fee_fixed_sat=fee_fixed_sat), Arbiter)
+        except msgspec.ValidationError as exc:
+            raise LocalEscrowError(f"bad advert: {exc}") from exc
+        record = sign_record(self.identity, body, seq=self._seq())
+        self._save(record.raw, live=True)
+        report = await self.dht.put(record)
+        if not report.ok:
+            log.warning("arbiter advert not stored by any DHT node yet (%s)", report.refused)
+        return record
+
+    async def withdraw(self) -> None:
+        """Stop serving as an arbiter: a tombstone replaces the advert in the directory."""
+        tomb = sign_record(self.identity, Tombstone(target_kind="arbiter"), seq=self._seq())
+        self._save(tomb.raw, live=False)
+        await self.dht.put(tomb)
+
+    def _save(self, raw: bytes, *, live: bool) -> None:
+        self.db.execute("INSERT INTO arbiter_advert (id, raw, live) VALUES (1, ?, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET raw=excluded.raw, live=excluded.live",
+                        (raw, int(live)))
+
+    async def directory(self) -> list[Record[Arbiter]]:
+        return await list_arbiters(self.dht)
