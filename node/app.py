@@ -13,6 +13,7 @@ from pathlib import Path
 from dht.bootstrap import save_neighbours
 from dht.server import DhtNode
 from dht.storage import RecordStore
+from node.escrow.adverts import ArbiterAdverts
 from node.escrow.arbiters import ArbiterService
 from node.escrow.driver import EscrowConfig, EscrowDriver
 from node.market.cache import ListingCache
@@ -54,11 +55,11 @@ class Node:
         self.profiles = Profiles(identity, self.dht)
         self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
                            on_unsold=self.listings.unsold)
+        self.adverts = ArbiterAdverts(identity, db, self.dht)
         # the escrow needs a chain: only a node given one (Esplora URL, network) has a driver
-        self.escrow = EscrowDriver(self, escrow, datadir=datadir) if escrow else None
-        self.arbiters = ArbiterService(identity, db, self.dht, self.escrow)
-        if self.escrow is not None:
-            self.escrow.accepts_arbitration = lambda: self.arbiters.advert() is not None
+        self.escrow = EscrowDriver(self, escrow, datadir=datadir,
+                                   accepts_arbitration=self.adverts.serving) if escrow else None
+        self.arbiters = ArbiterService(self.escrow)
         self.ready = asyncio.Event()
 
     async def start(self, *, dht_host: str, dht_port: int) -> None:

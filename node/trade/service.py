@@ -1,10 +1,10 @@
 """The trade service: inquiries, negotiations, orders and reviews between nodes, for the API.
 
-`Trade` turns API calls into messages and signed order steps (through `TradeEngine`, which also
-handles what peers send), answers queries with views, and tells listeners of every change.
-Everything lives in SQLite (components "negotiation" and "orders") and survives a restart.
-`run()` belongs in the node's TaskGroup: it reports sales and cancellations to the listings
-service (`on_sold` / `on_unsold`), retrying from the database until they succeed.
+`Trade` turns API calls into messages and signed order steps (through `Outbound`), answers
+queries with views, and tells listeners of every change; what peers send is handled by its
+`Inbound` handler. Everything lives in SQLite (components "negotiation" and "orders") and survives
+a restart. `run()` belongs in the node's TaskGroup: it reports sales and cancellations to the
+listings service (`on_sold` / `on_unsold`), retrying from the database until they succeed.
 
 Wiring: `Trade(node, own_listing=..., on_sold=listings.sold)`; `node` needs `identity`, `db`,
 `messenger`, `peers` and `dht` (`node.app.Node` has them).
@@ -15,8 +15,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from typing import Protocol
 
-from dht.server import DhtError
+from dht.server import DhtError, DhtNode
+from node.p2p.messenger import Messenger
+from node.p2p.peers import PeerDirectory
 from node.p2p.seal import SealError, seal
 from node.trade.errors import (
     IllegalEvent,
@@ -27,21 +33,26 @@ from node.trade.errors import (
     Unavailable,
     WrongRole,
 )
-from node.trade.inbound import ListingSource, SaleHook, TradeEngine, TradeNode, new_id
-from node.trade.inquiries import InquiryView
-from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
-from node.trade.orders import OrderState, Role
-from node.trade.reviews import ReviewReader, build_review, rating_identity
-from node.trade.store import (
-    NegotiationView,
-    OrderView,
+from node.trade.events import (
+    Listeners,
+    OrderChanged,
     ReviewPublished,
-    negotiation_view,
-    order_view,
+    TradeEvent,
+    negotiation_changed,
 )
+from node.trade.inbound import Inbound
+from node.trade.inquiries import InquiryStore, InquiryView
+from node.trade.negotiation import Negotiation, NegotiationState, check_fresh, check_terms
+from node.trade.orders import Order, OrderState, Role
+from node.trade.outbound import Clock, KnownListings, ListingSource, Machines, Outbound, new_id
+from node.trade.reviews import ReviewReader, build_review, rating_identity
+from node.trade.store import NegotiationView, OrderView, TradeStore, negotiation_view, order_view
+from p2pmarket.identity import Identity
+from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing, Price, Review
 from p2pmarket.wire.market import (
     Accept,
+    Action,
     AddressSent,
     Cancelled,
     Counter,
@@ -64,11 +75,62 @@ log = logging.getLogger(__name__)
 B, S = Role.BUYER, Role.SELLER
 N = NegotiationState
 HOOK_RETRY = 30.0
-__all__ = ["ListingSource", "SaleHook", "Trade", "TradeNode"]
+SaleHook = Callable[[str, int], object]  # (listing id, quantity); may return an awaitable
+__all__ = ["ListingSource", "SaleHook", "Trade", "TradeNode", "new_id"]
 
 
-class Trade(TradeEngine):
-    """Buying and selling with other nodes: the API the HTTP layer calls."""
+class TradeNode(Protocol):
+    """What the service needs of a node (`node.app.Node` is one)."""
+
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def db(self) -> Database: ...
+    @property
+    def messenger(self) -> Messenger: ...
+    @property
+    def peers(self) -> PeerDirectory: ...
+    @property
+    def dht(self) -> DhtNode | None: ...
+
+
+class Trade:
+    """Buying and selling with other nodes: the API the HTTP layer calls.
+
+    `own_listing(listing_id)` gives the current record of one of our listings (the listings
+    service); without it, the records passed to `listing_updated` are used. `on_sold` /
+    `on_unsold` tell the listings service about stock (see `run`). Shared with the `inbound`
+    handler: `store`, `inquiries`, `machines`, `known_listings`, `outbound`, `events`."""
+
+    def __init__(self, node: TradeNode, *, own_listing: ListingSource | None = None,
+                 on_sold: SaleHook | None = None, on_unsold: SaleHook | None = None,
+                 clock: Clock = time.time) -> None:
+        self.node, self.identity = node, node.identity
+        self.own_listing, self.on_sold, self.on_unsold = own_listing, on_sold, on_unsold
+        self.clock = clock
+        self.store = TradeStore(node.db)
+        self.inquiries = InquiryStore(self.store)
+        self.events = Listeners()
+        self.listeners = self.events.listeners
+        self.machines = Machines(self.store)
+        self.known_listings = KnownListings(self.identity.public, self.store, own_listing)
+        self.outbound = Outbound(self.identity, self.store, self.machines,
+                                 send=node.messenger.send, emit=self.events.emit, clock=clock)
+        self.inbound = Inbound(self.identity.public, self.store, self.inquiries, self.machines,
+                               self.known_listings, self.outbound, emit=self.events.emit,
+                               clock=clock)
+        self._wake = asyncio.Event()  # an order changed: a listings hook may be due
+        self.listeners.append(self._on_event)
+        node.messenger.listeners.append(self.inbound.on_messenger_event)
+
+    @property
+    def violations(self) -> Tally[bytes]:
+        """Protocol violations per peer (see `Inbound`)."""
+        return self.inbound.violations
+
+    def listing_updated(self, record: Record[Listing]) -> None:
+        """Tell the service about a listing version (ours or one seen); newer seqs win."""
+        self.known_listings.updated(record)
 
     # -- negotiation API -----------------------------------------------------------------------
 
@@ -91,22 +153,22 @@ class Trade(TradeEngine):
                           our_role=B)
         with self.store.db.transaction():
             self.store.add_negotiation(neg, listing.raw, self.clock())
-            self._record(neg, offer)
-        self._negotiations[neg.id] = neg
-        self._emit_negotiation(neg, offer, B)
+            self.outbound.record(neg, offer)
+        self.machines.keep_negotiation(neg)
+        self.events.emit(negotiation_changed(neg, offer, B))
         return self.negotiation(neg.id)
 
     async def counter(self, negotiation_id: str, quantity: int, amount: int,
                       note: str = "") -> NegotiationView:
-        neg = self._negotiation(negotiation_id)
+        neg = self.machines.negotiation(negotiation_id)
         listing: Listing | None
         if neg.our_role is S:
-            current = self._current_own(neg.listing_id)
+            current = self.known_listings.own(neg.listing_id)
             if current is None:
                 raise StaleOffer(f"listing {neg.listing_id} no longer exists")
             ref, listing = listing_ref(current), current.body
         else:
-            known = self._known(neg.seller, neg.listing_id)
+            known = self.known_listings.known(neg.seller, neg.listing_id)
             fresh = known is not None and known.seq >= neg.listing.seq
             ref = listing_ref(known) if fresh and known else neg.listing
             listing = known.body if fresh and known else None
@@ -116,38 +178,38 @@ class Trade(TradeEngine):
             check_terms(listing, quantity, price)
         body = Counter(negotiation=neg.id, proposal=new_id(), listing=ref, quantity=quantity,
                        price=price, note=note)
-        self._send_negotiation(neg, body)
+        self.outbound.negotiate(neg, body)
         return self.negotiation(neg.id)
 
     async def accept(self, negotiation_id: str) -> NegotiationView:
         """Accept the other side's latest proposal. As the seller this makes the order; as the
         buyer it waits for the seller's node to confirm (state ACCEPTING)."""
-        neg = self._negotiation(negotiation_id)
+        neg = self.machines.negotiation(negotiation_id)
         proposal = neg.latest(neg.our_role.other)
         if proposal is None or neg.state not in (N.OPEN, N.COUNTERED):
             raise IllegalEvent(f"nothing to accept in a negotiation that is {neg.state}")
         if neg.our_role is S:
-            current = self._current_own(neg.listing_id)
+            current = self.known_listings.own(neg.listing_id)
             check_fresh(proposal.listing, current)
             assert current is not None
             check_terms(current.body, proposal.quantity, proposal.price)
-            self._open_order(neg, proposal.id, current)
+            self.outbound.open_order(neg, proposal.id, current)
         else:
-            known = self._known(neg.seller, neg.listing_id)
+            known = self.known_listings.known(neg.seller, neg.listing_id)
             if known is not None and known.seq > proposal.listing.seq:
                 raise StaleOffer(f"the listing changed since this proposal (it is on version "
                                  f"{proposal.listing.seq}, the listing is at {known.seq})")
-            self._send_negotiation(neg, Accept(negotiation=neg.id, proposal=proposal.id))
+            self.outbound.negotiate(neg, Accept(negotiation=neg.id, proposal=proposal.id))
         return self.negotiation(neg.id)
 
     async def decline(self, negotiation_id: str, reason: str = "") -> NegotiationView:
-        neg = self._negotiation(negotiation_id)
-        self._send_negotiation(neg, Decline(negotiation=neg.id, reason=reason))
+        neg = self.machines.negotiation(negotiation_id)
+        self.outbound.negotiate(neg, Decline(negotiation=neg.id, reason=reason))
         return self.negotiation(neg.id)
 
     async def withdraw(self, negotiation_id: str, reason: str = "") -> NegotiationView:
-        neg = self._negotiation(negotiation_id)
-        self._send_negotiation(neg, Withdraw(negotiation=neg.id, reason=reason))
+        neg = self.machines.negotiation(negotiation_id)
+        self.outbound.negotiate(neg, Withdraw(negotiation=neg.id, reason=reason))
         return self.negotiation(neg.id)
 
     async def ask(self, seller: bytes, listing_id: str, text: str) -> InquiryView:
@@ -157,7 +219,7 @@ class Trade(TradeEngine):
         dropped the first (over its caps) can still take it."""
         if seller == self.identity.public:
             raise LocalProtocolError("you cannot ask about your own listing")
-        listing = self._known(seller, listing_id)
+        listing = self.known_listings.known(seller, listing_id)
         if listing is None:
             raise NotFound(f"no listing {listing_id} of that seller is known here")
         now = self.clock()
@@ -168,7 +230,7 @@ class Trade(TradeEngine):
                                    title=listing.body.title, created=now, updated=now)
                 self.inquiries.add(view)
             self.inquiries.add_line(view.id, self.identity.public, text, now, ours=True)
-            self._send(seller, Inquiry(conversation=view.id, listing=listing_id, text=text))
+            self.outbound.send(seller, Inquiry(conversation=view.id, listing=listing_id, text=text))
         return self.inquiries.view(view.id)
 
     async def chat(self, conversation_id: str, text: str) -> None:
@@ -178,14 +240,14 @@ class Trade(TradeEngine):
         with self.store.db.transaction():
             self.inquiries.add_line(conversation_id, self.identity.public, text, self.clock(),
                                     ours=True)
-            self._send(peer, Chat(conversation=conversation_id, text=text))
+            self.outbound.send(peer, Chat(conversation=conversation_id, text=text))
 
     # -- order API -----------------------------------------------------------------------------
 
     async def send_address(self, order_id: str, text: str) -> OrderView:
         """The buyer's shipping address, sealed to the seller's encryption key."""
-        order = self._order(order_id)
-        self._precheck(order, AddressSent)
+        order = self.machines.order(order_id)
+        _precheck(order, AddressSent)
         info = await self.node.peers.resolve(order.seller)
         if info is None:
             raise Unavailable("the seller's encryption key is unknown (no peer record found)")
@@ -195,36 +257,35 @@ class Trade(TradeEngine):
             ephemeral, nonce, ciphertext = seal(info.enc_key, text.encode())
         except SealError as exc:
             raise Unavailable(f"cannot seal to the seller's key: {exc}") from exc
-        self._act(order, AddressSent(ephemeral=ephemeral, nonce=nonce, ciphertext=ciphertext),
-                  address=text)
+        self.outbound.act(order, AddressSent(ephemeral=ephemeral, nonce=nonce,
+                                             ciphertext=ciphertext), address=text)
         return self.order(order_id)
 
     async def confirm_payment(self, order_id: str, method: PaymentMethod = "manual",
                               reference: str = "") -> OrderView:
         """The payment hook (seller): money received off-platform, or the escrow funded."""
-        self._act(self._order(order_id), PaymentConfirmed(method=method, reference=reference))
-        return self.order(order_id)
+        return self._step(order_id, PaymentConfirmed(method=method, reference=reference))
 
     async def mark_shipped(self, order_id: str, carrier: str, tracking: str) -> OrderView:
-        self._act(self._order(order_id), Shipped(carrier=carrier, tracking=tracking))
-        return self.order(order_id)
+        return self._step(order_id, Shipped(carrier=carrier, tracking=tracking))
 
     async def confirm_received(self, order_id: str, note: str = "") -> OrderView:
-        self._act(self._order(order_id), Received(note=note))
-        return self.order(order_id)
+        return self._step(order_id, Received(note=note))
 
     async def settle(self, order_id: str, reference: str = "") -> OrderView:
         """The release hook (seller): the escrow paid out; completes the order."""
-        self._act(self._order(order_id), Settled(reference=reference))
-        return self.order(order_id)
+        return self._step(order_id, Settled(reference=reference))
 
     async def cancel(self, order_id: str, reason: str = "") -> OrderView:
-        self._act(self._order(order_id), Cancelled(reason=reason))
+        return self._step(order_id, Cancelled(reason=reason))
+
+    def _step(self, order_id: str, action: Action) -> OrderView:
+        self.outbound.act(self.machines.order(order_id), action)
         return self.order(order_id)
 
     async def review(self, order_id: str, stars: int, text: str = "") -> Record[Review]:
         """Publish (or, called again, replace) the buyer's review of the order's seller."""
-        order = self._order(order_id)
+        order = self.machines.order(order_id)
         if order.our_role is not B:
             raise WrongRole("only the buyer reviews an order")
         if order.state not in (OrderState.RECEIVED, OrderState.COMPLETED):
@@ -247,18 +308,19 @@ class Trade(TradeEngine):
         if not report.ok:
             raise Unavailable(f"no DHT node stored the review: {report.refused}")
         self.store.set_review_seq(order.id, record.seq)
-        self._emit(ReviewPublished(order=order.id, seller=order.seller, stars=stars))
+        self.events.emit(ReviewPublished(order=order.id, seller=order.seller, stars=stars))
         return record
 
     async def reviews_for(self, seller: bytes) -> list[Record[Review]]:
-        if self.node.dht is None:
-            raise Unavailable("no DHT to read reviews from")
-        return await ReviewReader(self.node.dht).reviews_for(seller)
+        return await self._reviews().reviews_for(seller)
 
     async def reputation(self, seller: bytes) -> tuple[int, float]:
+        return await self._reviews().reputation(seller)
+
+    def _reviews(self) -> ReviewReader:
         if self.node.dht is None:
             raise Unavailable("no DHT to read reviews from")
-        return await ReviewReader(self.node.dht).reputation(seller)
+        return ReviewReader(self.node.dht)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -266,16 +328,16 @@ class Trade(TradeEngine):
         return [self.negotiation(i) for i in self.store.negotiation_ids()]
 
     def negotiation(self, negotiation_id: str) -> NegotiationView:
-        neg = self._negotiation(negotiation_id)
-        current = (self._current_own(neg.listing_id) if neg.our_role is S
-                   else self._known(neg.seller, neg.listing_id))
+        neg = self.machines.negotiation(negotiation_id)
+        current = (self.known_listings.own(neg.listing_id) if neg.our_role is S
+                   else self.known_listings.known(neg.seller, neg.listing_id))
         return negotiation_view(neg, current, self.store.updated(neg.id))
 
     def orders(self) -> list[OrderView]:
         return [self.order(i) for i in self.store.order_ids()]
 
     def order(self, order_id: str) -> OrderView:
-        order = self._order(order_id)
+        order = self.machines.order(order_id)
         return order_view(order, self.identity, self.store.address(order.id))
 
     def conversations(self) -> list[tuple[str, str]]:
@@ -287,7 +349,7 @@ class Trade(TradeEngine):
         inquiry = self.inquiries.get(conversation_id)
         if inquiry is not None:
             return inquiry.peer
-        neg = self._negotiation(conversation_id)
+        neg = self.machines.negotiation(conversation_id)
         return neg.seller if neg.our_role is B else neg.buyer
 
     def chat_log(self, conversation_id: str) -> list[tuple[bytes, str, float]]:
@@ -298,7 +360,7 @@ class Trade(TradeEngine):
     async def run(self) -> None:
         """Finish what a restart interrupted, then call the listings hooks for sales and
         cancellations as they happen, until cancelled."""
-        self._resume()
+        self.inbound.resume()
         while True:
             self._wake.clear()
             failed = await self._run_hooks()
@@ -321,3 +383,15 @@ class Trade(TradeEngine):
                 continue
             self.store.hook_done(order_id, hook)
         return failed
+
+    def _on_event(self, event: TradeEvent) -> None:
+        if isinstance(event, OrderChanged):
+            self._wake.set()
+
+
+def _precheck(order: Order, kind: type[Action]) -> None:
+    """Refuse a step we may not take now, before any work (sealing an address) is done."""
+    if kind not in order.allowed(order.our_role):
+        if kind in order.allowed(order.our_role.other):
+            raise WrongRole(f"only the {order.our_role.other} can do that now")
+        raise IllegalEvent(f"not possible in an order that is {order.state}")

@@ -1,4 +1,4 @@
-"""What the trade service keeps and shows: its SQLite tables, its events and its views.
+"""What the trade service keeps and shows: its SQLite tables and the API's views of them.
 
 Negotiations are stored as their messages and orders as their signed steps; the machines are
 rebuilt by replaying them, so the tables hold evidence, not conclusions (the `state` columns are
@@ -102,44 +102,6 @@ ORDER_MIGRATIONS = [
 
 _encoder = msgspec.msgpack.Encoder()
 _body_decoder = msgspec.msgpack.Decoder(NegotiationBody)
-
-
-# -- events (for listeners: the API's SSE stream) ----------------------------------------------
-
-
-class NegotiationChanged(msgspec.Struct, frozen=True, tag="negotiation"):
-    negotiation: str
-    state: NegotiationState
-    kind: str  # offer, counter, accept, decline, withdraw
-    by: Role
-
-
-class OrderChanged(msgspec.Struct, frozen=True, tag="order"):
-    order: str
-    state: OrderState
-    kind: str  # opened, address, paid, shipped, received, settled, cancelled
-    by: str
-    superseded: tuple[str, ...] = ()  # hashes of our steps that lost a crossing
-
-
-class ChatReceived(msgspec.Struct, frozen=True, tag="chat"):
-    conversation: str
-    sender: bytes
-    text: str
-
-
-class ReviewPublished(msgspec.Struct, frozen=True, tag="review"):
-    order: str
-    seller: bytes
-    stars: int
-
-
-class PeerViolation(msgspec.Struct, frozen=True, tag="violation"):
-    peer: bytes
-    reason: str
-
-
-TradeEvent = NegotiationChanged | OrderChanged | ChatReceived | ReviewPublished | PeerViolation
 
 
 # -- views (for the API) -----------------------------------------------------------------------
