@@ -1,6 +1,6 @@
 """Throughput and latency of the local HTTP API against a bare aiohttp handler, in one run.
 
-    python bench/api.py [--seconds 3] [--concurrency 8] [--cached 2000]
+    python bench/api.py [--seconds 3] [--concurrency 8] [--cached 2000] [--tiny]
 
 The bench process runs a real `Node` (in-memory channels, its DHT socket bound) with its
 `ApiServer` on 127.0.0.1, and a bare aiohttp app that answers the very same JSON bytes without
@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from bench._harness import (  # noqa: E402
+    Size,
+    emit,
+    ratio,
+    resolve_sizes,
+    size_parser,
+    summary,
+    to_ms,
+)
+
 MAX_REQUESTS = 200_000  # per target: the loop stops at this count or after --seconds
+SIZES = {"seconds": Size(3.0, 0.3, "seconds of load per target", cast=float),
+         "concurrency": Size(8, 2, "keep-alive connections"),
+         "cached": Size(2000, 20, "listings of other sellers in the search cache")}
 
 
 # -- load generator (the child process) ----------------------------------------------------------
@@ -65,15 +77,13 @@ async def hammer(url: str, token: str, seconds: float, concurrency: int) -> dict
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
-    latencies.sort()
     return {"rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(statistics.median(latencies) * 1000, 3),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 3),
+            **summary(to_ms(latencies), ("p50", "p99"), digits=3),
             "requests": len(latencies)}
 
 
 def load_main(args: argparse.Namespace) -> None:
-    print(json.dumps(asyncio.run(hammer(args.url, args.token, args.seconds, args.concurrency))))
+    emit(asyncio.run(hammer(args.url, args.token, args.seconds, args.concurrency)))
 
 
 async def measure(url: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -171,10 +181,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             db.close()
     base = results["baseline"]
     results["ratios"] = {
-        "listing_get_vs_baseline": round(results["listing_get"]["rps"]
-                                         / base["listing"]["rps"], 3),
-        "search_cached_vs_baseline": round(results["search_cached"]["rps"]
-                                           / base["search"]["rps"], 3),
+        "listing_get_vs_baseline": ratio(results["listing_get"]["rps"], base["listing"]["rps"]),
+        "search_cached_vs_baseline": ratio(results["search_cached"]["rps"],
+                                           base["search"]["rps"]),
     }
     results["setup"] = {"seconds": args.seconds, "concurrency": args.concurrency,
                         "cached_listings": args.cached, "search_hits": 20,
@@ -185,18 +194,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--cached", type=int, default=2000)
+    parser = size_parser(__doc__, SIZES)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--token", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = resolve_sizes(parser.parse_args(), SIZES)
     if args.load:
         load_main(args)
     else:
-        print(json.dumps(asyncio.run(bench(args)), indent=2))
+        emit(asyncio.run(bench(args)), indent=2)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Message round trip over the node's channel API versus a raw libp2p stream echo.
 
-    python bench/channel_rtt.py [--n 500] [--size 1024]
+    python bench/channel_rtt.py [--n 500] [--size 1024] [--tiny]
 
 Two whole messengers (libp2p host, persistent outbox and inbox in SQLite files, signed and
 framed messages, end-to-end acks) on loopback. A round trip is: `Messenger.send` of a chat of
@@ -13,9 +13,7 @@ same run and between the same two hosts, is a raw libp2p stream echo of `size` b
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.channel_rtt_raw import _summary, raw_echo_rtt  # noqa: E402
+from bench._harness import Size, emit, parse_sizes, ratio, sample  # noqa: E402
+from bench.channel_rtt_raw import raw_echo_rtt, rtt_summary  # noqa: E402
 from node.p2p.libp2p_host.host import Libp2pHost  # noqa: E402
 from node.p2p.messenger import MessageDelivered, Messenger  # noqa: E402
 from node.p2p.outbox import Outbox  # noqa: E402
@@ -34,6 +33,7 @@ from p2pmarket.storage import Database  # noqa: E402
 from p2pmarket.wire.messages import Chat  # noqa: E402
 
 WARMUP = 20
+SIZES = {"n": Size(500, 10, "round trips timed"), "size": Size(1024, 64, "chat bytes")}
 
 
 async def run(n: int, size: int) -> dict[str, Any]:
@@ -58,19 +58,17 @@ async def run(n: int, size: int) -> dict[str, Any]:
 
     messengers[0].listeners.append(on_event)
     text = "x" * size
-    samples: list[float] = []
+
+    async def round_trip() -> None:  # until the recipient's ack is back
+        entry = messengers[0].send(ids[1].public, Chat(conversation="bench-0001", text=text))
+        waiter = asyncio.get_running_loop().create_future()
+        waiters[entry.id] = waiter
+        await asyncio.wait_for(waiter, 30)
+
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(m.run()) for m in messengers]
-            for i in range(WARMUP + n):
-                t0 = time.perf_counter()
-                entry = messengers[0].send(ids[1].public, Chat(conversation="bench-0001",
-                                                               text=text))
-                waiter = asyncio.get_running_loop().create_future()
-                waiters[entry.id] = waiter
-                await asyncio.wait_for(waiter, 30)
-                if i >= WARMUP:
-                    samples.append(time.perf_counter() - t0)
+            samples = await sample(round_trip, n, warmup=WARMUP)
             raw = await raw_echo_rtt(n, size, hosts=(hosts[0], hosts[1]))
             for t in tasks:
                 t.cancel()
@@ -79,22 +77,19 @@ async def run(n: int, size: int) -> dict[str, Any]:
             await h.stop()
         for db in dbs:
             db.close()
-    channel = _summary(samples)
+    channel = rtt_summary(samples)
     return {
         "n": n, "size": size, "connect_ms": round(connect_ms, 3),
         "channel": channel,
         "raw": {k: raw[k] for k in ("p50_ms", "p99_ms", "mean_ms")},
-        "ratio_p50": round(channel["p50_ms"] / raw["p50_ms"], 3),
-        "ratio_p99": round(channel["p99_ms"] / raw["p99_ms"], 3),
+        "ratio_p50": ratio(channel["p50_ms"], raw["p50_ms"]),
+        "ratio_p99": ratio(channel["p99_ms"], raw["p99_ms"]),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--size", type=int, default=1024)
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.n, args.size))))
+    args = parse_sizes(__doc__, SIZES)
+    emit(asyncio.run(run(args.n, args.size)))
 
 
 if __name__ == "__main__":

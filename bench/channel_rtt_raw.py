@@ -1,6 +1,6 @@
 """Round trip of a raw libp2p stream echo between two hosts: the baseline for channel_rtt.py.
 
-    python bench/channel_rtt_raw.py [--n 1000] [--size 1024]
+    python bench/channel_rtt_raw.py [--n 1000] [--size 1024] [--tiny]
 
 `raw_echo_rtt(n, size)` starts two `Libp2pHost`s (or takes a started pair), registers an echo
 protocol on one, opens one stream from the other and times `n` echoes of `size` bytes: awaited
@@ -14,11 +14,7 @@ trio guest run); `trio_p50_ms`, `trio_p99_ms`, `trio_mean_ms` (the same echoes t
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,22 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from libp2p.custom_types import TProtocol  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
 
+from bench._harness import Size, emit, parse_sizes, sample, summary, to_ms  # noqa: E402
 from node.p2p.libp2p_host.host import Libp2pHost  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
 
 ECHO = TProtocol("/p2pmarket/bench-echo/1.0.0")
 WARMUP = 20
+SIZES = {"n": Size(1000, 10, "echoes timed"), "size": Size(1024, 64, "bytes per echo")}
 
 
-def _percentile(sorted_ms: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    return sorted_ms[max(0, math.ceil(q * len(sorted_ms)) - 1)]
-
-
-def _summary(samples: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in samples)
-    return {"p50_ms": round(_percentile(ms, 0.50), 3), "p99_ms": round(_percentile(ms, 0.99), 3),
-            "mean_ms": round(statistics.fmean(ms), 3)}
+def rtt_summary(samples: list[float]) -> dict[str, float | None]:
+    """p50, p99 (nearest rank) and mean of round trips given in seconds, in ms."""
+    return summary(to_ms(samples), ("p50", "p99", "mean"), digits=3, nearest=True)
 
 
 async def _echo_handler(stream: Any) -> None:
@@ -116,20 +108,16 @@ async def raw_echo_rtt(n: int, size: int, *,
         stream_ms = (time.perf_counter() - started) * 1000
         payload = bytes(i % 251 for i in range(size))
         try:
-            for _ in range(WARMUP):
-                await runtime.call(nursery, _echo_once, stream, payload, pending=pending)
-            awaited = []
-            for _ in range(n):
-                started = time.perf_counter()
-                await runtime.call(nursery, _echo_once, stream, payload, pending=pending)
-                awaited.append(time.perf_counter() - started)
+            awaited = await sample(
+                lambda: runtime.call(nursery, _echo_once, stream, payload, pending=pending),
+                n, warmup=WARMUP)
             inside = await runtime.call(nursery, _echo_loop, stream, payload, n,
                                         pending=pending)
         finally:
             await runtime.call(nursery, stream.close, pending=pending)
         return {"n": n, "size": size, "connect_ms": round(connect_ms, 3),
-                "stream_open_ms": round(stream_ms, 3), **_summary(awaited),
-                **{f"trio_{k}": v for k, v in _summary(inside).items()}}
+                "stream_open_ms": round(stream_ms, 3), **rtt_summary(awaited),
+                **{f"trio_{k}": v for k, v in rtt_summary(inside).items()}}
     finally:
         if own:
             await client.stop()
@@ -137,11 +125,8 @@ async def raw_echo_rtt(n: int, size: int, *,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=1024)
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(raw_echo_rtt(args.n, args.size))))
+    args = parse_sizes(__doc__, SIZES)
+    emit(asyncio.run(raw_echo_rtt(args.n, args.size)))
 
 
 if __name__ == "__main__":

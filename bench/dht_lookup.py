@@ -1,6 +1,7 @@
 """Get latency of our DHT against the stock `kademlia` package, healthy and under churn.
 
-    python bench/dht_lookup.py --nodes N --keys K [--latency-ms L] [--kill 0.2] [--seed S] [--quick]
+    python bench/dht_lookup.py --nodes N --keys K [--latency-ms L] [--kill 0.2] [--seed S]
+                               [--quick | --tiny]
 
 Builds the same network twice in one process on 127.0.0.1 (same node ids, same join order, same
 keys, same publishers, same readers, same killed nodes): once with `dht.server.DhtNode`, once with
@@ -14,13 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import hashlib
 import json
 import logging
 import os
 import random
-import resource
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -37,6 +35,24 @@ from kademlia.network import Server  # noqa: E402
 from kademlia.node import Node  # noqa: E402
 from kademlia.protocol import KademliaProtocol  # noqa: E402
 
+from bench._harness import (  # noqa: E402
+    GcMonitor,
+    LagMonitor,
+    Size,
+    code_version,
+    diff,
+    emit,
+    loadavg,
+    percentile,
+    progress,
+    raise_nofile_limit,
+    ratio,
+    resolve_sizes,
+    rnd,
+    size_parser,
+    summary,
+    timed,
+)
 from dht.server import DhtNode  # noqa: E402
 from dht.testing import make_node  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
@@ -49,10 +65,8 @@ MAX_GETS = 200  # gets per phase at most
 SEQUENTIAL_GETS = 50  # extra healthy gets run one at a time
 GET_CAP = 60.0  # seconds one get may take before it counts as failed
 JOIN_BATCH = 25  # nodes bootstrapping at once (as dht.testing.join_all)
-
-
-def progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+SIZES = {"nodes": Size(1000, 12, "network size", quick=200),
+         "keys": Size(1000, 8, "records stored", quick=100)}
 
 
 def quiet_stock_logs() -> None:
@@ -96,17 +110,6 @@ class GetResult:
     rpcs: int
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
 def udp_rcvbuf_errors() -> int | None:
     """Datagrams the kernel dropped on a full socket receive buffer (Linux, host-wide)."""
     try:
@@ -117,21 +120,11 @@ def udp_rcvbuf_errors() -> int | None:
         return None
 
 
-def _diff(after: int | None, before: int | None) -> int | None:
-    return None if after is None or before is None else after - before
-
-
 def summarize(results: list[GetResult], wall: float, lag: LagMonitor) -> dict[str, Any]:
     ms = [r.ms for r in results]
     n = len(results)
-
-    def rnd(x: float | None, nd: int = 2) -> float | None:
-        return None if x is None else round(x, nd)
-
     return {
-        "p50_ms": rnd(percentile(ms, 0.50)),
-        "p90_ms": rnd(percentile(ms, 0.90)),
-        "p99_ms": rnd(percentile(ms, 0.99)),
+        **summary(ms, ("p50", "p90", "p99")),
         "rounds_mean": rnd(sum(r.rounds for r in results) / n if n else None, 3),
         "rpcs_mean": rnd(sum(r.rpcs for r in results) / n if n else None, 3),
         "success": rnd(sum(r.ok for r in results) / n if n else None, 4),
@@ -142,54 +135,6 @@ def summarize(results: list[GetResult], wall: float, lag: LagMonitor) -> dict[st
         "loop_lag_max_ms": round(lag.max_ms, 1),
         "loop_lag_p99_ms": rnd(percentile(lag.samples, 0.99), 1),
     }
-
-
-class GcMonitor:
-    """Longest garbage-collector pause during a phase (one process holds all N nodes)."""
-
-    def __init__(self) -> None:
-        self.max_ms = 0.0
-        self._start = 0.0
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.max_ms = max(self.max_ms, (time.perf_counter() - self._start) * 1000)
-
-    def __enter__(self) -> GcMonitor:
-        gc.callbacks.append(self._callback)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self._callback)
-
-
-class LagMonitor:
-    """How late a 10 ms sleep wakes up: event loop stalls caused by synchronous work."""
-
-    def __init__(self, every: float = 0.01) -> None:
-        self.every = every
-        self.samples: list[float] = []
-        self.max_ms = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(self.every)
-            lag = (loop.time() - t0 - self.every) * 1000
-            self.samples.append(lag)
-            self.max_ms = max(self.max_ms, lag)
-
-    def __enter__(self) -> LagMonitor:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
 
 
 async def bounded(jobs: list[Callable[[], Awaitable[Any]]], limit: int = CONCURRENCY) -> list[Any]:
@@ -203,14 +148,9 @@ async def bounded(jobs: list[Callable[[], Awaitable[Any]]], limit: int = CONCURR
 
 
 async def timed_get(fn: Callable[[], Awaitable[tuple[bool, int, int]]]) -> GetResult:
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    try:
-        ok, rounds, rpcs = await asyncio.wait_for(fn(), GET_CAP)
-    except Exception as exc:  # a crash or the cap counts as a failed get
-        progress(f"get failed: {type(exc).__name__}: {exc}")
-        ok, rounds, rpcs = False, 0, 0
-    return GetResult((loop.time() - t0) * 1000, ok, rounds, rpcs)
+    ms, out, _ = await timed(fn(), GET_CAP, "get")  # a crash or the cap counts as failed
+    ok, rounds, rpcs = out if out is not None else (False, 0, 0)
+    return GetResult(ms, ok, rounds, rpcs)
 
 
 @dataclass(slots=True)
@@ -301,7 +241,7 @@ async def run_phase(net: Network, pairs: list[tuple[int, int]], limit: int) -> d
             [partial(timed_get, partial(net.get, items[i], r)) for i, r in pairs], limit)
     out = summarize(results, time.monotonic() - t0, lag)
     out["gc_max_ms"] = round(gcm.max_ms, 1)
-    out["udp_drops"] = _diff(udp_rcvbuf_errors(), drops)
+    out["udp_drops"] = diff(udp_rcvbuf_errors(), drops)
     after = net.counters()
     out.update({k: after[k] - before.get(k, 0) for k in after})
     return out
@@ -323,7 +263,7 @@ async def measure(net: Network) -> dict[str, Any]:
             if start // JOIN_BATCH % 8 == 0:
                 progress(f"  joined {min(n, start + JOIN_BATCH)}/{n}")
         out["build_s"] = round(time.monotonic() - t0, 2)
-        out["build_udp_drops"] = _diff(udp_rcvbuf_errors(), drops)
+        out["build_udp_drops"] = diff(udp_rcvbuf_errors(), drops)
         out["contacts_mean"] = round(net.contacts_mean(), 1)
 
         progress(f"{net.name}: storing {len(plan.items)} records")
@@ -331,7 +271,7 @@ async def measure(net: Network) -> dict[str, Any]:
         drops = udp_rcvbuf_errors()
         stored = await bounded([partial(safe_put, net, it) for it in plan.items])
         out["store_s"] = round(time.monotonic() - t0, 2)
-        out["store_udp_drops"] = _diff(udp_rcvbuf_errors(), drops)
+        out["store_udp_drops"] = diff(udp_rcvbuf_errors(), drops)
         out["stored_ok"] = sum(1 for r in stored if r is True)
         out["put_errors"] = sum(1 for r in stored if r is None)
 
@@ -540,35 +480,13 @@ class Stock(Network):
         await asyncio.sleep(0.1)
 
 
-def code_version() -> dict[str, Any]:
-    """Which dht/ code was measured: its sources' hash, and the git commit if there is one."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for path in sorted((root / "dht").glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    out: dict[str, Any] = {"dht_sha256": h.hexdigest()[:16]}
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=5, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "dht"],
-                               capture_output=True, text=True, timeout=5, check=True)
-        out.update(git_head=head.stdout.strip(), dht_dirty=bool(dirty.stdout.strip()))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return out
-
-
 # -- main ----------------------------------------------------------------------------------------
 
-def ratio(a: float | None, b_: float | None) -> float | None:
-    if a is None or not b_:
-        return None
-    return round(a / b_, 4)
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    load_start = os.getloadavg()[0]
-    code = code_version()
+    load_start = loadavg()
+    # which dht/ code was measured: its sources' hash, and the git commit if there is one
+    code = code_version(["dht"], hash_key="dht_sha256", dirty_key="dht_dirty",
+                        relative_names=False)
     plan = make_plan(args.nodes, args.keys, args.kill, args.seed)
     random.seed(args.seed)  # the stock library draws from the global generator
     progress(f"plan: {args.nodes} nodes, {args.keys} keys, {len(plan.healthy)} gets per phase, "
@@ -582,39 +500,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "kill": args.kill,
         "ours": ours,
         "stock": stock,
-        "ratio_healthy_p50": ratio(ours["healthy"]["p50_ms"], stock["healthy"]["p50_ms"]),
-        "ratio_churn_p50": ratio(ours["churn"]["p50_ms"], stock["churn"]["p50_ms"]),
+        "ratio_healthy_p50": ratio(ours["healthy"]["p50_ms"], stock["healthy"]["p50_ms"], 4),
+        "ratio_churn_p50": ratio(ours["churn"]["p50_ms"], stock["churn"]["p50_ms"], 4),
         "gets": len(plan.healthy),
         "killed": len(plan.killed),
         "concurrency": CONCURRENCY,
         "seed": args.seed,
         "quick": args.quick,
         # 1-minute load average before and after: other work on the machine slows the runs
-        "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "loadavg": [load_start, loadavg()],
         "cpus": os.cpu_count(),
         "code": code,
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--nodes", type=int, default=None,
-                   help="network size (default 1000; 200 with --quick)")
-    p.add_argument("--keys", type=int, default=None,
-                   help="records stored (default 1000; 100 with --quick)")
+    p = size_parser(__doc__, SIZES, quick="a shorter run: 200 nodes, 100 keys unless given")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="injected one-way latency per datagram, both networks")
     p.add_argument("--kill", type=float, default=0.2,
                    help="fraction of nodes stopped before the churn phase")
     p.add_argument("--seed", type=int, default=1,
                    help="seed for identities, records, join order, readers, kills")
-    p.add_argument("--quick", action="store_true",
-                   help="CI-sized run: 200 nodes, 100 keys unless given")
-    args = p.parse_args(argv)
-    if args.nodes is None:
-        args.nodes = 200 if args.quick else 1000
-    if args.keys is None:
-        args.keys = 100 if args.quick else 1000
+    args = resolve_sizes(p.parse_args(argv), SIZES)
     if args.nodes < 2 or args.keys < 1 or not 0 <= args.kill < 1 or args.latency_ms < 0:
         p.error("need --nodes >= 2, --keys >= 1, 0 <= --kill < 1, --latency-ms >= 0")
     return args
@@ -623,7 +531,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     options = parse_args()
     quiet_stock_logs()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one UDP socket per node
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    print(json.dumps(asyncio.run(main(options))), flush=True)
+    raise_nofile_limit()
+    emit(asyncio.run(main(options)))

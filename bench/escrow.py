@@ -1,6 +1,6 @@
 """A full escrowed trade settled on the devchain between three in-process nodes, step by step.
 
-    python bench/escrow.py [--trades 3] [--poll 0.1]
+    python bench/escrow.py [--trades 3] [--poll 0.1] [--tiny]
 
 Three whole nodes (seller, buyer, arbiter: libp2p on loopback, a small DHT, SQLite, escrow
 drivers) and a devchain. Per trade, after the order exists (offer, accept, address: not timed):
@@ -19,12 +19,9 @@ total / baseline total (medians over the trades).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -35,6 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mnemonic import Mnemonic  # noqa: E402
 
+from bench._harness import (  # noqa: E402
+    Size,
+    emit,
+    loadavg,
+    parse_sizes,
+    percentile,
+    ratio,
+    rnd,
+)
 from escrow import bitcoin as btc  # noqa: E402
 from escrow.machine import EscrowMachine  # noqa: E402
 from escrow.terms import (  # noqa: E402
@@ -58,6 +64,8 @@ from tests.support import escrow_world as ew  # noqa: E402
 
 STEPS = ("key_exchange", "funding_sent", "funding_seen", "release_signed",
          "broadcast_accepted", "total")
+SIZES = {"trades": Size(3, 1, "trades to time (median)"),
+         "poll": Size(0.1, 0.1, "chain watcher interval, s", cast=float)}
 
 
 async def until(predicate: Any, timeout: float = 60.0) -> None:
@@ -165,8 +173,8 @@ async def direct_trade(world: ew.World, wallet: NodeWallet, n: int) -> dict[str,
             "release_signed_and_broadcast": t4 - t3, "total": (t1 - t0) + (t4 - t3)}
 
 
-def _median(runs: list[dict[str, float]], key: str) -> float:
-    return round(statistics.median(r[key] for r in runs) * 1000, 1)
+def _median(runs: list[dict[str, float]], key: str) -> float | None:
+    return rnd(percentile((r[key] * 1000 for r in runs), 0.5), 1)
 
 
 async def main(trades: int, poll: float) -> dict[str, Any]:
@@ -189,14 +197,11 @@ async def main(trades: int, poll: float) -> dict[str, Any]:
     return {
         "trades": trades, "poll_s": poll, "amount_sats": ew.AMOUNT, "setup_s": round(setup_s, 2),
         "nodes_ms": nodes, "first_trade_ms": {k: round(runs[0][k] * 1000, 1) for k in STEPS},
-        "baseline_ms": baseline, "ratio_total": round(nodes["total"] / baseline["total"], 2),
-        "cpus": os.cpu_count(), "loadavg": os.getloadavg()[0],
+        "baseline_ms": baseline, "ratio_total": ratio(nodes["total"], baseline["total"], 2),
+        "cpus": os.cpu_count(), "loadavg": loadavg(),
     }
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trades", type=int, default=3, help="trades to time (median)")
-    parser.add_argument("--poll", type=float, default=0.1, help="chain watcher interval, s")
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.trades, args.poll))))
+    args = parse_sizes(__doc__, SIZES)
+    emit(asyncio.run(main(args.trades, args.poll)))

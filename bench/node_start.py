@@ -1,18 +1,17 @@
 """How fast `p2pmarket run` answers its API, and its memory, against a bare aiohttp app.
 
-    python bench/node_start.py [--cached 100000]
+    python bench/node_start.py [--cached 100000] [--rss-after 2] [--tiny]
 
 Times from process start until `GET /api/v1/version` answers (polling every 5 ms), and the
-process RSS two seconds after start, for a node with an empty data dir and one whose listing
-cache holds `--cached` listings; the same for a bare aiohttp app in a subprocess, measured in
-the same run. Prints one JSON object: {"empty": {...}, "cached": {...}, "baseline": {...},
-"ratio_ready_empty", "ratio_ready_cached", "targets": {...}}. Targets: ready < 1 s, RSS < 160 MB.
+process RSS `--rss-after` seconds after start (2; or when it answers, if later), for a node
+with an empty data dir and one whose listing cache holds `--cached` listings; the same for a
+bare aiohttp app in a subprocess, measured in the same run. Prints one JSON object:
+{"empty": {...}, "cached": {...}, "baseline": {...}, "ratio_ready_empty", "ratio_ready_cached",
+"targets": {...}}. Targets: ready < 1 s, RSS < 160 MB.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._harness import Size, emit, parse_sizes, ratio  # noqa: E402
 from node.market.cache import ListingCache  # noqa: E402
 from p2pmarket import geohash  # noqa: E402
 from p2pmarket.identity import Identity  # noqa: E402
@@ -41,6 +41,8 @@ app = web.Application()
 app.router.add_get("/api/v1/version", version)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 """
+SIZES = {"cached": Size(100_000, 50, "listings in the second node's cache"),
+         "rss_after": Size(2.0, 0.0, "seconds after start when RSS is read", cast=float)}
 
 
 def rss_mb(pid: int) -> float:
@@ -64,13 +66,14 @@ def wait_ready(url_of: Any, started: float, timeout: float = 30.0) -> float:
     raise TimeoutError("the API never answered")
 
 
-def measure(cmd: list[str], url_of: Any, env: dict[str, str]) -> dict[str, float]:
+def measure(cmd: list[str], url_of: Any, env: dict[str, str],
+            rss_after: float) -> dict[str, float]:
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         ready = wait_ready(url_of, started)
-        time.sleep(max(0.0, 2.0 - (time.perf_counter() - started)))
+        time.sleep(max(0.0, rss_after - (time.perf_counter() - started)))
         rss = rss_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -124,9 +127,7 @@ def init(datadir: Path, env: dict[str, str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cached", type=int, default=100_000)
-    args = parser.parse_args()
+    args = parse_sizes(__doc__, SIZES)
     tmp = Path(tempfile.mkdtemp(prefix="p2pm-start-"))
     env = {**os.environ, "P2PMARKET_TEST_FAST_KDF": "1", "PYTHONPATH": str(Path.cwd())}
     empty, cached = tmp / "empty", tmp / "cached"
@@ -135,19 +136,19 @@ def main() -> None:
     fill_started = time.perf_counter()
     fill_cache(cached, args.cached)
     fill_s = time.perf_counter() - fill_started
-    result_empty = measure(node_cmd(empty), lambda: api_url(empty), env)
-    result_cached = measure(node_cmd(cached), lambda: api_url(cached), env)
+    result_empty = measure(node_cmd(empty), lambda: api_url(empty), env, args.rss_after)
+    result_cached = measure(node_cmd(cached), lambda: api_url(cached), env, args.rss_after)
     port = free_port()
     baseline = measure([sys.executable, "-c", BARE_APP, str(port)],
-                       lambda: f"http://127.0.0.1:{port}", env)
-    print(json.dumps({
+                       lambda: f"http://127.0.0.1:{port}", env, args.rss_after)
+    emit({
         "empty": result_empty,
         "cached": {**result_cached, "listings": args.cached, "fill_s": round(fill_s, 1)},
         "baseline": baseline,
-        "ratio_ready_empty": round(result_empty["ready_s"] / baseline["ready_s"], 2),
-        "ratio_ready_cached": round(result_cached["ready_s"] / baseline["ready_s"], 2),
+        "ratio_ready_empty": ratio(result_empty["ready_s"], baseline["ready_s"], 2),
+        "ratio_ready_cached": ratio(result_cached["ready_s"], baseline["ready_s"], 2),
         "targets": {"ready_s": 1.0, "rss_mb": 160},
-    }))
+    })
 
 
 if __name__ == "__main__":

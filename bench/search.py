@@ -1,6 +1,6 @@
 """Marketplace search: network search (cold and warm cache) and local FTS search, with baselines.
 
-    python bench/search.py [--quick] [--nodes N] [--listings L] [--sellers S] [--cached C] ...
+    python bench/search.py [--quick | --tiny] [--nodes N] [--listings L] [--sellers S] ...
 
 Starts N DHT nodes in one process on 127.0.0.1; S of them are sellers (node id = the seller's
 identity) that publish L listings between them through `node.market.listings.Listings`. Readers
@@ -27,8 +27,6 @@ import math
 import os
 import pstats
 import random
-import resource
-import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -39,9 +37,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._harness import (  # noqa: E402
+    GcMonitor,
+    LagMonitor,
+    Size,
+    code_version,
+    diff,
+    emit,
+    loadavg,
+    percentile,
+    progress,
+    raise_nofile_limit,
+    ratio,
+    resolve_sizes,
+    rnd,
+    size_parser,
+    summary,
+    timed,
+)
 from dht.server import DhtNode, PutReport  # noqa: E402
 from dht.testing import join_all, make_node  # noqa: E402
-from node.market.cache import Filters, Hit, ListingCache, _decode  # noqa: E402
+from node.market.cache import Filters, Hit, ListingCache, stored_listing  # noqa: E402
 from node.market.listings import Listings, build_listing  # noqa: E402
 from node.market.moderation import Blocklist  # noqa: E402
 from node.market.search import INDEX_PAGES, Search, geo_terms  # noqa: E402
@@ -57,10 +73,11 @@ JOIN_BATCH = 25
 QUERY_CAP = 120.0  # seconds one search may take before it counts as failed
 FULL_PAGE = 1_000_000  # page size that returns every hit (recall is read from the whole set)
 LOCAL_SORTS = ("relevance", "price", "newest", "distance")
-
-
-def progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+SIZES = {"nodes": Size(200, 12, "DHT nodes", quick=60),
+         "listings": Size(5000, 20, "listings published", quick=600),
+         "cached": Size(100_000, 200, "listings in the local FTS cache", quick=10_000),
+         "queries": Size(60, 3, "network queries", quick=30),
+         "local_queries": Size(400, 8, "local FTS queries", quick=200)}
 
 
 # -- realistic listings ----------------------------------------------------------------------------
@@ -264,73 +281,8 @@ def index_groups(f: Filters) -> list[list[bytes]]:
 
 # -- measurement -----------------------------------------------------------------------------------
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    s = sorted(values)
-    pos = (len(s) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def rnd(x: float | None, nd: int = 2) -> float | None:
-    return None if x is None else round(x, nd)
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else round(a / b, 3)
-
-
 def latency(ms: list[float]) -> dict[str, Any]:
-    return {"p50_ms": rnd(percentile(ms, 0.5)), "p90_ms": rnd(percentile(ms, 0.9)),
-            "p99_ms": rnd(percentile(ms, 0.99)), "max_ms": rnd(max(ms) if ms else None)}
-
-
-class GcMonitor:
-    """Longest garbage-collector pause during a phase (one process holds all N nodes)."""
-
-    def __init__(self) -> None:
-        self.max_ms = 0.0
-        self._start = 0.0
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.max_ms = max(self.max_ms, (time.perf_counter() - self._start) * 1000)
-
-    def __enter__(self) -> GcMonitor:
-        gc.callbacks.append(self._callback)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self._callback)
-
-
-class LagMonitor:
-    """How late a 10 ms sleep wakes up: event loop stalls caused by synchronous work."""
-
-    def __init__(self, every: float = 0.01) -> None:
-        self.every = every
-        self.max_ms = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(self.every)
-            self.max_ms = max(self.max_ms, (loop.time() - t0 - self.every) * 1000)
-
-    def __enter__(self) -> LagMonitor:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    return summary(ms, ("p50", "p90", "p99", "max"))
 
 
 def udp_drops(ports: set[int]) -> int | None:
@@ -356,25 +308,6 @@ def rpc_stats(nodes: list[DhtNode]) -> Counter[str]:
         if n.protocol is not None:
             st = n.protocol.stats
             out.update(rpcs=st.rpcs_sent, timeouts=st.timeouts, rate_limited=st.rate_limited)
-    return out
-
-
-def code_version() -> dict[str, Any]:
-    """Which code was measured: hash of dht/*.py and node/market/*.py, and the git commit."""
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for path in sorted([*(root / "dht").glob("*.py"), *(root / "node" / "market").glob("*.py")]):
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    out: dict[str, Any] = {"sha256": h.hexdigest()[:16]}
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=5, check=True)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "dht",
-                                "node/market"], capture_output=True, text=True, timeout=5,
-                               check=True)
-        out.update(git_head=head.stdout.strip(), dirty=bool(dirty.stdout.strip()))
-    except (OSError, subprocess.SubprocessError):
-        pass
     return out
 
 
@@ -460,17 +393,6 @@ class QueryResult:
     failed: bool = False
 
 
-async def timed(coro: Any) -> tuple[float, Any, bool]:
-    t0 = time.perf_counter()
-    try:
-        out = await asyncio.wait_for(coro, QUERY_CAP)
-        ok = True
-    except Exception as exc:  # noqa: BLE001 - a crash or the cap counts as a failed search
-        progress(f"search failed: {type(exc).__name__}: {exc}")
-        out, ok = None, False
-    return (time.perf_counter() - t0) * 1000, out, ok
-
-
 async def index_fetch(node: DhtNode, f: Filters) -> dict[bytes, int]:
     """Baseline: the raw index fetch of the query's keys, group by group as Search.refresh."""
     fetched: dict[bytes, int] = {}
@@ -492,11 +414,11 @@ async def run_query(reader: DhtNode, kind: str, f: Filters, published: list[Reco
                                      near=f.near, radius_km=f.radius_km))
     db = Database.open(":memory:")  # a cold listing cache
     search = Search(reader, ListingCache(db), Blocklist(db))
-    cold_ms, _, ok1 = await timed(search.search(f, page_size=page_size))
+    cold_ms, _, ok1 = await timed(search.search(f, page_size=page_size), QUERY_CAP, "search")
     cold_hits = found_ids(search.local(f, page_size=FULL_PAGE).hits)
-    warm_ms, _, ok2 = await timed(search.search(f, page_size=page_size))
+    warm_ms, _, ok2 = await timed(search.search(f, page_size=page_size), QUERY_CAP, "search")
     warm_hits = found_ids(search.local(f, page_size=FULL_PAGE).hits)
-    index_ms, fetched, ok3 = await timed(index_fetch(reader, f))
+    index_ms, fetched, ok3 = await timed(index_fetch(reader, f), QUERY_CAP, "search")
     db.close()
     fetched = fetched or {}
     keys = [k for g in index_groups(f) for k in g]
@@ -605,7 +527,7 @@ async def network_phase(args: argparse.Namespace) -> dict[str, Any]:
             "seller_concurrency": args.seller_concurrency,
             "gc_max_ms": round(gcm.max_ms, 1),
             "loop_lag_max_ms": round(lag.max_ms, 1),
-            "udp_drops": None if drops0 is None or drops1 is None else drops1 - drops0,
+            "udp_drops": diff(drops1, drops0),
             **{f"{k}_all_nodes": rpc1[k] - rpc0[k] for k in rpc0},
         }
         progress(f"publish: {json.dumps(out['publish'])}")
@@ -652,7 +574,7 @@ async def network_phase(args: argparse.Namespace) -> dict[str, Any]:
                         if r.cold_found < r.expected]
         out["queries_gc_max_ms"] = round(gcm.max_ms, 1)
         out["queries_loop_lag_max_ms"] = round(lag.max_ms, 1)
-        out["queries_udp_drops"] = None if drops0 is None or drops1 is None else drops1 - drops0
+        out["queries_udp_drops"] = diff(drops1, drops0)
         out["expected_mean"] = round(sum(r.expected for r in results) / len(results), 1)
         return out
     finally:
@@ -703,7 +625,7 @@ def like_search(db: Database, f: Filters, *, sort: str, limit: int,
             distance = geohash.distance_km(f.near, (row["lat"], row["lon"]))
             if f.radius_km is not None and distance > f.radius_km:
                 continue
-        hits.append(Hit(_decode(row["raw"]), distance, 0.0))
+        hits.append(Hit(stored_listing(row["raw"]), distance, 0.0))
     if sort == "distance" and f.near is not None:
         hits.sort(key=lambda h: h.distance_km or 0.0)
     return hits[:limit]
@@ -793,8 +715,10 @@ def local_phase(args: argparse.Namespace) -> dict[str, Any]:
 # -- main ------------------------------------------------------------------------------------------
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    load_start = os.getloadavg()[0]
-    code = code_version()
+    load_start = loadavg()
+    # which code was measured: hash of dht/*.py and node/market/*.py, git head, local changes
+    code = code_version(["dht", "node/market"], hash_key="sha256", dirty_key="dirty",
+                        relative_names=True)
     progress(f"plan: {args.nodes} nodes, {args.sellers} sellers x "
              f"{args.listings // args.sellers} listings, {args.queries} queries, "
              f"{args.cached} cached for local FTS, seed {args.seed}")
@@ -819,7 +743,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "quick": args.quick,
         "wall_s": round(time.perf_counter() - t0, 1),
-        "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "loadavg": [load_start, loadavg()],
         "cpus": os.cpu_count(),
         "code": code,
     }
@@ -841,30 +765,17 @@ def add_ratios(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--nodes", type=int, help="DHT nodes (default 200; 60 with --quick)")
-    p.add_argument("--listings", type=int, help="listings published (default 5000; 600 quick)")
+    p = size_parser(__doc__, SIZES,
+                    quick="a shorter run: 60 nodes, 600 listings, 10k cached unless given")
     p.add_argument("--sellers", type=int, help="sellers (default listings / 100)")
-    p.add_argument("--cached", type=int, help="listings in the local FTS cache "
-                   "(default 100000; 10000 with --quick)")
-    p.add_argument("--queries", type=int, help="network queries (default 60; 30 with --quick)")
-    p.add_argument("--local-queries", type=int, help="local FTS queries (default 400; 200 quick)")
     p.add_argument("--page-size", type=int, default=20, help="page size of timed searches")
     p.add_argument("--seller-concurrency", type=int, default=3,
                    help="sellers publishing at once (each keeps 8 puts in flight)")
     p.add_argument("--ksize", type=int, default=20, help="Kademlia k (replicas per record)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", metavar="FILE", help="cProfile the publish phase into FILE")
-    p.add_argument("--quick", action="store_true",
-                   help="CI-sized run: 60 nodes, 600 listings, 10k cached unless given")
-    args = p.parse_args(argv)
-    q = args.quick
-    args.nodes = args.nodes or (60 if q else 200)
-    args.listings = args.listings or (600 if q else 5000)
+    args = resolve_sizes(p.parse_args(argv), SIZES)
     args.sellers = args.sellers or max(1, args.listings // 100)
-    args.cached = args.cached or (10_000 if q else 100_000)
-    args.queries = args.queries or (30 if q else 60)
-    args.local_queries = args.local_queries or (200 if q else 400)
     if args.sellers >= args.nodes or args.listings < args.sellers:
         p.error("need --sellers < --nodes (readers are the other nodes) and "
                 "--listings >= --sellers")
@@ -874,7 +785,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     options = parse_args()
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one UDP socket per node
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    print(json.dumps(add_ratios(asyncio.run(main(options)))), flush=True)
+    raise_nofile_limit()
+    emit(add_ratios(asyncio.run(main(options))))

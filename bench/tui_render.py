@@ -2,7 +2,7 @@
 until N results are in the table, against a bare Textual app that puts the same N rows in a
 DataTable of the same columns (the baseline, measured in the same run).
 
-    .venv/bin/python bench/tui_render.py [--rows 100] [--runs 7]   # rows: one page of results
+    .venv/bin/python bench/tui_render.py [--rows 100] [--runs 7] [--tiny]   # rows: one page
 
 Headless (`App.run_test`, 80x24), over the fake client (no node: this measures the TUI, not
 the network; bench/search.py measures search). One JSON object on stdout.
@@ -10,23 +10,33 @@ the network; bench/search.py measures search). One JSON object on stdout.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
-import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.widgets import DataTable
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tui.app import make_app
-from tui.screens.market import PAGE, MarketScreen
-from tui.testing import FakeClient, listing
+from textual.app import App, ComposeResult  # noqa: E402
+from textual.binding import Binding  # noqa: E402
+from textual.widgets import DataTable  # noqa: E402
+
+from bench._harness import (  # noqa: E402
+    Size,
+    emit,
+    loadavg,
+    parse_sizes,
+    ratio,
+    summary,
+)
+from tui.app import make_app  # noqa: E402
+from tui.screens.market import PAGE, MarketScreen  # noqa: E402
+from tui.testing import FakeClient, listing  # noqa: E402
 
 SIZE = (80, 24)
+SIZES = {"rows": Size(PAGE, 5, "rows in the results table (one page of results)"),
+         "runs": Size(7, 1, "runs of each measurement (median)")}
 
 
 def market_of(rows: int) -> FakeClient:
@@ -99,25 +109,21 @@ async def bare_table(rows: int) -> float:
         return (time.perf_counter() - t0) * 1000
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(samples), 2), "min_ms": round(min(samples), 2),
-            "max_ms": round(max(samples), 2)}
+def spread(samples: list[float]) -> dict[str, float | None]:
+    return summary(samples, ("p50", "min", "max"), digits=2)
 
 
 async def main(rows: int, runs: int) -> dict[str, Any]:
-    load_before = os.getloadavg()[0]
+    load_before = loadavg()
     start = [await first_screen() for _ in range(runs)]
-    tui = [await search_to_table(rows) for _ in range(runs)]
-    bare = [await bare_table(rows) for _ in range(runs)]
-    return {"rows": rows, "runs": runs, "first_screen": summary(start),
-            "search_to_table": summary(tui), "baseline_bare_table": summary(bare),
-            "ratio_p50": round(statistics.median(tui) / statistics.median(bare), 2),
-            "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    tui = spread([await search_to_table(rows) for _ in range(runs)])
+    bare = spread([await bare_table(rows) for _ in range(runs)])
+    return {"rows": rows, "runs": runs, "first_screen": spread(start),
+            "search_to_table": tui, "baseline_bare_table": bare,
+            "ratio_p50": ratio(tui["p50_ms"], bare["p50_ms"], 2),
+            "loadavg": [load_before, loadavg()]}
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=PAGE)
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.rows, args.runs))))
+    args = parse_sizes(__doc__, SIZES)
+    emit(asyncio.run(main(args.rows, args.runs)))
