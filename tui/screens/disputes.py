@@ -8,17 +8,16 @@ from datetime import UTC, datetime
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Static
 
 from p2pmarket.api.schemas import ArbiterOut
 from p2pmarket.api.schemas_trade import ArbiterFields, CaseFileOut, DisputeOut
 from p2pmarket.client import ApiError, ClientError, Event
-from tui.base import BaseScreen, data_table
-from tui.format import describe_error, esc, plain, short, to_int
+from tui.base import ListDetailScreen
+from tui.format import describe_error, esc, short, to_int
 from tui.widgets.forms import Field, FieldInvalid
 
 NO_ESCROW = 501
@@ -91,8 +90,11 @@ def case_summary(d: DisputeOut) -> str:
     return "\n".join(lines)
 
 
-class DisputesScreen(BaseScreen):
+class DisputesScreen(ListDetailScreen[DisputeOut]):
     NOTICE = "Arbitration"
+    TABLE_ID = "disputes"
+    COLUMNS = (("Order", "order", 14), ("State", "state", 10), ("Amount sat", "amount", 11),
+               ("Opened by", "by", 9), ("Heard", "heard", 12), ("Due", "due", 11))
     BINDINGS = [
         Binding("u", "rule", "Rule", id="disputes.rule"),
         Binding("a", "advertise", "Advertise", id="disputes.advertise"),
@@ -102,28 +104,19 @@ class DisputesScreen(BaseScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.disputes: dict[str, DisputeOut] = {}
-        self.selected: str | None = None
         self.advert: ArbiterOut | None = None
         self.escrow_on = True
 
-    def compose(self) -> ComposeResult:
-        yield Header()
+    def compose_head(self) -> ComposeResult:
         yield Static("Loading…", id="arbiter-advert")
-        yield data_table("disputes", (("Order", "order", 14), ("State", "state", 10),
-                                  ("Amount sat", "amount", 11), ("Opened by", "by", 9),
-                                  ("Heard", "heard", 12), ("Due", "due", 11)))
+
+    def compose_detail(self) -> ComposeResult:
         with VerticalScroll(id="dispute-detail"):
             yield Static("", id="dispute-summary")
             yield Static("", id="dispute-logs")
-        yield Footer(compact=True)
 
-    @property
-    def current(self) -> DisputeOut | None:
-        return self.disputes.get(self.selected or "")
-
-    @work(exclusive=True, group="disputes")
-    async def load(self) -> None:
+    async def rows(self) -> list[DisputeOut] | None:
+        """The cases, after the advert above them; none when escrow is off."""
         box = self.query_one("#arbiter-advert", Static)
         try:
             self.advert = await self.client.get_arbiter_advert()
@@ -136,57 +129,43 @@ class DisputesScreen(BaseScreen):
         except ClientError as exc:
             self.notify(describe_error(exc), title="Arbiter advert", severity="error")
             box.update("The node does not answer.")
-            return
+            return None
         try:
             page = await self.client.list_disputes(page_size=200)
         except ApiError as exc:
             if exc.status != NO_ESCROW:
                 self.notify(describe_error(exc), title="Disputes", severity="error")
-                return
+                return None
             self.escrow_on = False
-            page = None
-        except ClientError as exc:
-            self.notify(describe_error(exc), title="Disputes", severity="error")
-            return
-        if page is None:
             box.update("Escrow is off on this node (no chain configured), so it cannot "
                        "arbitrate. Start the node with a chain to serve as an arbiter.")
-            self.disputes, self.selected = {}, None
-        else:
-            self.escrow_on = True
-            box.update(advert_text(self.advert))
-            self.disputes = {d.order_id: d for d in page.items}
-        table = self.query_one("#disputes", DataTable)
-        table.clear()
-        for d in self.disputes.values():
-            heard = "both" if {"buyer", "seller"} <= set(d.heard) else ", ".join(d.heard) or "—"
-            table.add_row(*plain(d.order_id, d.state, d.amount_sat, d.opened_by or "?", heard,
-                                 when(d.ruling_due)), key=d.order_id)
-        if self.selected in self.disputes:
-            table.move_cursor(row=table.get_row_index(self.selected))
-        else:
-            self.selected = next(iter(self.disputes), None)
-        self.show_detail()
+            return []
+        except ClientError as exc:
+            self.notify(describe_error(exc), title="Disputes", severity="error")
+            return None
+        self.escrow_on = True
+        box.update(advert_text(self.advert))
+        return page.items
 
-    def show_detail(self) -> None:
-        d = self.current
+    def key(self, item: DisputeOut) -> str:
+        return item.order_id
+
+    def cells(self, item: DisputeOut) -> tuple[object, ...]:
+        heard = ("both" if {"buyer", "seller"} <= set(item.heard)
+                 else ", ".join(item.heard) or "—")
+        return (item.order_id, item.state, item.amount_sat, item.opened_by or "?", heard,
+                when(item.ruling_due))
+
+    async def show(self, item: DisputeOut | None) -> None:
         summary = self.query_one("#dispute-summary", Static)
         logs = self.query_one("#dispute-logs", Static)
-        if d is None:
+        if item is None:
             summary.update("No disputes. When a buyer or seller who named you opens one, the "
                            "case appears here with both order logs." if self.escrow_on else "")
             logs.update("")
         else:
-            summary.update(case_summary(d))
-            logs.update(case_table(d.cases))
-        self.refresh_bindings()
-
-    @on(DataTable.RowHighlighted, "#disputes")
-    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        key = str(event.row_key.value)
-        if key != self.selected:
-            self.selected = key
-            self.show_detail()
+            summary.update(case_summary(item))
+            logs.update(case_table(item.cases))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "rule":

@@ -4,15 +4,13 @@ withdraw and message by key."""
 
 from __future__ import annotations
 
-from textual import on, work
-from textual.app import ComposeResult
+from textual import work
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.api.schemas_trade import ChatOut, ConversationOut, OfferOut
 from p2pmarket.client import Event
-from tui.base import BaseScreen, data_table
-from tui.format import ago, esc, money, plain, short, to_int, to_minor
+from tui.base import ListDetailScreen
+from tui.format import ago, esc, money, short, to_int, to_minor
 from tui.widgets.forms import Field, FieldInvalid
 
 LIVE = ("open", "countered")
@@ -36,6 +34,13 @@ def offer_text(offer: OfferOut, chat: list[ChatOut]) -> str:
     return "\n".join(lines)
 
 
+def updated(item: OfferOut | ConversationOut) -> float:
+    """When a negotiation last changed (an inquiry without messages: never)."""
+    if isinstance(item, OfferOut):
+        return item.updated
+    return item.last.at if item.last else 0.0
+
+
 def inquiry_text(conv: ConversationOut, chat: list[ChatOut]) -> str:
     lines = [f"[b]{esc(conv.title)}[/b] · questions with {short(conv.peer)}, before any offer"]
     for msg in chat[-7:]:
@@ -45,8 +50,17 @@ def inquiry_text(conv: ConversationOut, chat: list[ChatOut]) -> str:
     return "\n".join(lines)
 
 
-class InboxScreen(BaseScreen):
+class InboxScreen(ListDetailScreen[OfferOut | ConversationOut]):
+    """Offers and inquiries (conversations before any offer), the latest first."""
+
     NOTICE = "Negotiation"
+    TABLE_ID = "offers"
+    COLUMNS = (("Role", "role", 6), ("Title", "title", 22), ("State", "state", 10),
+               ("Last offer", "price", 14), ("Updated", "updated", 8))
+    DETAIL_ID = "offer-detail"
+    LOADING = "Loading negotiations…"
+    EMPTY = ("No negotiations yet: open a listing in the Market and make an offer (o) or ask "
+             "the seller (m).")
     BINDINGS = [
         Binding("a", "accept", "Accept", id="inbox.accept"),
         Binding("c", "counter", "Counter", id="inbox.counter"),
@@ -56,76 +70,44 @@ class InboxScreen(BaseScreen):
         Binding("r", "refresh", "Refresh", id="inbox.refresh"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.offers: dict[str, OfferOut] = {}
-        self.inquiries: dict[str, ConversationOut] = {}
-        self.selected: str | None = None
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield data_table("offers", (("Role", "role", 6), ("Title", "title", 22),
-                                  ("State", "state", 10), ("Last offer", "price", 14),
-                                  ("Updated", "updated", 8)))
-        yield Static("Loading negotiations…", id="offer-detail")
-        yield Footer(compact=True)
+    @property
+    def offer(self) -> OfferOut | None:
+        item = self.current
+        return item if isinstance(item, OfferOut) else None
 
     @property
-    def current(self) -> OfferOut | None:
-        return self.offers.get(self.selected or "")
+    def inquiry(self) -> ConversationOut | None:
+        item = self.current
+        return item if isinstance(item, ConversationOut) else None
 
-    @work(exclusive=True, group="offers")
-    async def load(self) -> None:
+    async def rows(self) -> list[OfferOut | ConversationOut] | None:
         page = await self.call(self.client.list_offers(page_size=200), "Offers")
         if page is None:
-            return
+            return None
         talks = await self.call(self.client.list_conversations(page_size=200), "Conversations")
-        self.offers = {o.id: o for o in page.items}
-        self.inquiries = {c.id: c for c in (talks.items if talks else [])
-                          if c.kind == "inquiry"}
-        rows: list[tuple[float, str, tuple[str, ...]]] = []
-        for o in page.items:
-            last = money(o.proposals[-1].price) if o.proposals else "—"
-            rows.append((o.updated, o.id, (o.role, o.title, o.state, last, ago(o.updated))))
-        for c in self.inquiries.values():
-            at = c.last.at if c.last else 0.0
-            rows.append((at, c.id, ("ask", c.title, "question", "—", ago(at) if at else "—")))
-        rows.sort(key=lambda row: -row[0])
-        table = self.query_one("#offers", DataTable)
-        table.clear()
-        for _, key, cells in rows:
-            table.add_row(*plain(*cells), key=key)
-        if self.selected in self.offers or self.selected in self.inquiries:
-            table.move_cursor(row=table.get_row_index(self.selected))
-        else:
-            self.selected = rows[0][1] if rows else None
-        await self.show_detail()
+        items: list[OfferOut | ConversationOut] = list(page.items)
+        items += [c for c in (talks.items if talks else []) if c.kind == "inquiry"]
+        items.sort(key=lambda item: -updated(item))
+        return items
 
-    async def show_detail(self) -> None:
-        detail = self.query_one("#offer-detail", Static)
-        offer = self.current
-        inquiry = self.inquiries.get(self.selected or "")
-        self.refresh_bindings()
-        if offer is None and inquiry is None:
-            detail.update("No negotiations yet: open a listing in the Market and make an offer "
-                          "(o) or ask the seller (m).")
-            return
-        conversation = offer.id if offer else inquiry.id if inquiry else ""
-        page = await self.call(self.client.list_messages(conversation), "Messages")
+    def key(self, item: OfferOut | ConversationOut) -> str:
+        return item.id
+
+    def cells(self, item: OfferOut | ConversationOut) -> tuple[object, ...]:
+        if isinstance(item, OfferOut):
+            last = money(item.proposals[-1].price) if item.proposals else "—"
+            return item.role, item.title, item.state, last, ago(item.updated)
+        at = updated(item)
+        return "ask", item.title, "question", "—", ago(at) if at else "—"
+
+    async def detail(self, item: OfferOut | ConversationOut) -> str:
+        page = await self.call(self.client.list_messages(item.id), "Messages")
         chat = page.items if page else []
-        detail.update(offer_text(offer, chat) if offer else
-                      inquiry_text(inquiry, chat) if inquiry else "")
-
-    @on(DataTable.RowHighlighted, "#offers")
-    async def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        key = str(event.row_key.value)
-        if key != self.selected:
-            self.selected = key
-            await self.show_detail()
+        return offer_text(item, chat) if isinstance(item, OfferOut) else inquiry_text(item, chat)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        offer = self.current
-        if action == "message" and self.selected in self.inquiries:
+        offer = self.offer
+        if action == "message" and self.inquiry is not None:
             return True
         if action in ("accept", "counter", "decline", "withdraw", "message") and offer is None:
             return False
@@ -147,7 +129,7 @@ class InboxScreen(BaseScreen):
 
     @work(group="offer-step")
     async def act(self, name: str) -> None:
-        offer = self.current
+        offer = self.offer
         if offer is None:
             return
         calls = {"accept": self.client.accept_offer}
@@ -157,7 +139,7 @@ class InboxScreen(BaseScreen):
             self.load()
 
     def action_counter(self) -> None:
-        offer = self.current
+        offer = self.offer
         if offer is None or not offer.proposals:
             return
         last = offer.proposals[-1]
@@ -180,7 +162,7 @@ class InboxScreen(BaseScreen):
             Field("note", "Note")], submit, "Counter-offer sent.")
 
     def action_decline(self) -> None:
-        offer = self.current
+        offer = self.offer
         if offer is None:
             return
 
@@ -191,7 +173,7 @@ class InboxScreen(BaseScreen):
                    "Offer declined.")
 
     def action_withdraw(self) -> None:
-        offer = self.current
+        offer = self.offer
         if offer is None:
             return
 
@@ -202,12 +184,10 @@ class InboxScreen(BaseScreen):
                    "Offer withdrawn.")
 
     def action_message(self) -> None:
-        offer = self.current
-        inquiry = self.inquiries.get(self.selected or "")
-        if offer is None and inquiry is None:
+        item = self.current
+        if item is None:
             return
-        conversation, title = (offer.id, offer.title) if offer else (
-            inquiry.id, inquiry.title) if inquiry else ("", "")
+        conversation, title = item.id, item.title
 
         async def submit(v: dict[str, str]) -> None:
             if not v["text"].strip():

@@ -6,15 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from textual import on, work
-from textual.app import ComposeResult
+from textual import work
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.api.schemas_trade import EscrowOut, OrderOut, StepOut, WalletOut
 from p2pmarket.client import ApiError, ClientError, Event
-from tui.base import BaseScreen, data_table
-from tui.format import describe_error, esc, money, plain, short, to_int
+from tui.base import ListDetailScreen
+from tui.format import describe_error, esc, money, short, to_int
 from tui.widgets.forms import Field, FieldInvalid
 
 # action name -> the order step kind the API lists in `OrderOut.can`
@@ -70,8 +68,14 @@ def order_text(order: OrderOut, escrow: EscrowOut | None, wallet: WalletOut | No
     return "\n".join(lines)
 
 
-class OrdersScreen(BaseScreen):
+class OrdersScreen(ListDetailScreen[OrderOut]):
     NOTICE = "Order"
+    TABLE_ID = "orders"
+    COLUMNS = (("Role", "role", 6), ("Title", "title", 18), ("State", "state", 16),
+               ("Price", "price", 14), ("With", "with", 15))
+    DETAIL_ID = "order-detail"
+    LOADING = "Loading orders…"
+    EMPTY = "No orders yet: accepted offers become orders."
     BINDINGS = [
         Binding("s", "ship", "Ship", id="orders.ship"),
         Binding("c", "confirm", "Received", id="orders.confirm"),
@@ -91,79 +95,42 @@ class OrdersScreen(BaseScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.orders: dict[str, OrderOut] = {}
         self.escrow: dict[str, EscrowOut] = {}
         self.wallet: WalletOut | None = None
         self.no_escrow: set[str] = set()  # orders the API has no escrow for
-        self.selected: str | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield data_table("orders", (("Role", "role", 6), ("Title", "title", 18),
-                                  ("State", "state", 16), ("Price", "price", 14),
-                                  ("With", "with", 15)))
-        yield Static("Loading orders…", id="order-detail")
-        yield Footer(compact=True)
-
-    @property
-    def current(self) -> OrderOut | None:
-        return self.orders.get(self.selected or "")
-
-    @work(exclusive=True, group="orders")
-    async def load(self) -> None:
+    async def rows(self) -> list[OrderOut] | None:
         page = await self.call(self.client.list_orders(page_size=200), "Orders")
-        if page is None:
-            return
-        self.orders = {o.id: o for o in page.items}
-        table = self.query_one("#orders", DataTable)
-        table.clear()
-        for o in page.items:
-            other = o.seller if o.role == "buyer" else o.buyer
-            table.add_row(*plain(o.role, o.title, o.state, money(o.price), short(other)),
-                          key=o.id)
-        if self.selected in self.orders:
-            table.move_cursor(row=table.get_row_index(self.selected))
-        elif page.items:
-            self.selected = page.items[0].id
-        else:
-            self.selected = None
-        await self.show_detail()
+        return None if page is None else page.items
 
-    async def show_detail(self) -> None:
-        detail = self.query_one("#order-detail", Static)
-        order = self.current
-        if order is None:
-            detail.update("No orders yet: accepted offers become orders.")
-            self.refresh_bindings()
-            return
+    def key(self, item: OrderOut) -> str:
+        return item.id
+
+    def cells(self, item: OrderOut) -> tuple[object, ...]:
+        other = item.seller if item.role == "buyer" else item.buyer
+        return item.role, item.title, item.state, money(item.price), short(other)
+
+    async def detail(self, item: OrderOut) -> str:
         status = getattr(self.app, "status", None)
         if status is not None and status.escrow:
             try:
-                self.escrow[order.id] = await self.client.get_escrow(order.id)
-                self.no_escrow.discard(order.id)
+                self.escrow[item.id] = await self.client.get_escrow(item.id)
+                self.no_escrow.discard(item.id)
             except ApiError as exc:
                 if exc.status != NOT_FOUND:
                     self.notify(describe_error(exc), title="Escrow", severity="error")
-                self.escrow.pop(order.id, None)
-                self.no_escrow.add(order.id)  # none yet: the buyer may start one
+                self.escrow.pop(item.id, None)
+                self.no_escrow.add(item.id)  # none yet: the buyer may start one
             except ClientError as exc:
                 self.notify(describe_error(exc), title="Escrow", severity="error")
             self.wallet = await self.call(self.client.get_wallet(), "Wallet")
-        detail.update(order_text(order, self.escrow.get(order.id), self.wallet,
-                                 can_start=self.can_start(order)))
-        self.refresh_bindings()
+        return order_text(item, self.escrow.get(item.id), self.wallet,
+                          can_start=self.can_start(item))
 
     def can_start(self, order: OrderOut) -> bool:
         """The buyer of a BTC order without an escrow may propose one."""
         return (order.id in self.no_escrow and order.role == "buyer"
                 and order.price.currency == "BTC" and order.state not in CLOSED)
-
-    @on(DataTable.RowHighlighted, "#orders")
-    async def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        key = str(event.row_key.value)
-        if key != self.selected:
-            self.selected = key
-            await self.show_detail()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         order = self.current

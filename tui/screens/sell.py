@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, get_args
 
-from textual import work
-from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.coordinate import Coordinate
-from textual.widgets import DataTable, Footer, Header, Static
 
 from p2pmarket.api.schemas import ImageRef, ListingOut
 from p2pmarket.taxonomy import all_paths
 from p2pmarket.wire.bodies import Condition, Currency
-from tui.base import BaseScreen, data_table
-from tui.format import money, plain, to_int, to_minor
+from tui.base import ListDetailScreen
+from tui.format import money, to_int, to_minor
 from tui.widgets.forms import Field, FieldInvalid
 from tui.widgets.images import read_image_files
 
@@ -60,8 +56,13 @@ async def upload_images(client: Client, text: str) -> list[ImageRef]:
     return [await client.upload_image(data, mime) for data, mime in files]
 
 
-class SellScreen(BaseScreen):
+class SellScreen(ListDetailScreen[ListingOut]):
     NOTICE = "Sell"
+    TABLE_ID = "my-listings"
+    COLUMNS = (("Title", "title", 26), ("Price", "price", 14), ("Qty", "qty", 4),
+               ("Category", "category", 16), ("Cond.", "condition", 9))
+    DETAIL_ID = "sell-status"  # a status line: what the keys do, not the listing itself
+    EMPTY = "You sell nothing yet: press n to create a listing."
     BINDINGS = [
         Binding("n", "new", "New", id="sell.new"),
         Binding("e", "edit", "Edit", id="sell.edit"),
@@ -69,40 +70,18 @@ class SellScreen(BaseScreen):
         Binding("r", "refresh", "Refresh", id="sell.refresh"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.listings: dict[str, ListingOut] = {}
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield data_table("my-listings", (("Title", "title", 26), ("Price", "price", 14),
-                                  ("Qty", "qty", 4), ("Category", "category", 16),
-                                  ("Cond.", "condition", 9)))
-        yield Static("", id="sell-status")
-        yield Footer(compact=True)
-
-    @work(exclusive=True, group="my-listings")
-    async def load(self) -> None:
+    async def rows(self) -> list[ListingOut] | None:
         page = await self.call(self.client.list_my_listings(page_size=200), "My listings")
-        if page is None:
-            return
-        self.listings = {item.id: item for item in page.items}
-        table = self.query_one("#my-listings", DataTable)
-        table.clear()
-        for item in page.items:
-            table.add_row(*plain(item.title, money(item.price), item.quantity, item.category,
-                                 item.condition), key=item.id)
-        self.query_one("#sell-status", Static).update(
-            f"{len(page.items)} listing(s) · n: new · e: edit · del: delete" if page.items
-            else "You sell nothing yet: press n to create a listing.")
+        return None if page is None else page.items
 
-    @property
-    def current(self) -> ListingOut | None:
-        table = self.query_one("#my-listings", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
-        return self.listings.get(str(key))
+    def key(self, item: ListingOut) -> str:
+        return item.id
+
+    def cells(self, item: ListingOut) -> tuple[object, ...]:
+        return item.title, money(item.price), item.quantity, item.category, item.condition
+
+    async def detail(self, item: ListingOut) -> str:
+        return f"{len(self.items)} listing(s) · n: new · e: edit · del: delete"
 
     def action_new(self) -> None:
         async def submit(values: dict[str, str]) -> None:
