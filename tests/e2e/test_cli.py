@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import base_env
+
 TIMEOUT = 60
 PASSPHRASE = "correct horse battery staple"
 
@@ -50,15 +51,6 @@ def run_node(datadir, config, keystore):
     }))
     return 7
 """
-
-
-def base_env(home: Path, *, fast_kdf: bool = True) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PMARKET_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env["P2PMARKET_HOME"] = str(home)
-    if fast_kdf:
-        env["P2PMARKET_TEST_FAST_KDF"] = "1"  # cheap Argon2id: most tests are about the CLI
-    return env
 
 
 @pytest.fixture

@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from p2pmarket.datadir import COOKIE_FILE
-from tests.e2e.test_cli import base_env
-from tests.e2e.test_run import _free_udp_port, _init, _reap, _start, _stop
+from tests.support.processes import (
+    base_env,
+    free_udp_port,
+    init_datadir,
+    reap,
+    spawn_node,
+    stop_node,
+    wait_for_api,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,24 +31,14 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
-def wait_for_api(datadir: Path, proc: subprocess.Popen[str], seconds: float = 30) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if (datadir / COOKIE_FILE).exists() and (datadir / "api.url").exists():
-            return (datadir / "api.url").read_text().strip()
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
-    raise AssertionError("the node wrote no api.cookie")
-
-
 def test_cli_verbs_against_a_running_node(tmp_path: Path) -> None:
     env = base_env(tmp_path / "home")
     datadir = tmp_path / "node"
-    peer_id = _init(datadir, env)
+    peer_id = init_datadir(datadir, env)
     d = ("--datadir", str(datadir))
     down = cli(env, "status", *d)
     assert down.returncode == 1 and "no node is running" in down.stderr
-    proc = _start(datadir, _free_udp_port(), env, "--api-port", "0")
+    proc = spawn_node(datadir, free_udp_port(), env, "--api-port", "0")
     try:
         url = wait_for_api(datadir, proc)
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
@@ -80,7 +77,7 @@ def test_cli_verbs_against_a_running_node(tmp_path: Path) -> None:
         assert gone.returncode == 0
         again = cli(env, "listing", "rm", "oak-lamp-01", *d)
         assert again.returncode == 1 and "oak-lamp-01" in again.stderr
-        assert _stop(proc, signal.SIGTERM) == 0
+        assert stop_node(proc, signal.SIGTERM) == 0
     finally:
-        _reap(proc)
+        reap(proc)
     assert not (datadir / COOKIE_FILE).exists() and not (datadir / "api.url").exists()

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from p2pmarket.client import ApiError, Client, Event
-from tests.e2e.test_cli import base_env
+from tests.support.processes import base_env
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,16 +6,12 @@ from __future__ import annotations
 from textual.widgets import DataTable, Input, Static
 
 from p2pmarket.client import Event
-from tui.app import MarketApp, make_app
+from tests.support.tui import fake_app
+from tui.app import MarketApp
 from tui.screens.listing import ListingScreen
 from tui.screens.market import MarketScreen
 from tui.testing import SELLER, FakeClient
 from tui.widgets.forms import FormScreen
-
-
-def fake_app(fake: FakeClient | None = None, *, live: bool = False) -> tuple[MarketApp, FakeClient]:
-    fake = fake or FakeClient()
-    return make_app(fake, live=live), fake  # type: ignore[arg-type]
 
 
 async def settle(app: MarketApp, pilot: object) -> None:

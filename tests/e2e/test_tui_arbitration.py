@@ -13,17 +13,13 @@ from textual.widgets import DataTable, Input, Static
 
 from p2pmarket.client import Event
 from p2pmarket.wire.bodies import Price
-from tui.app import MarketApp, make_app
+from tests.support.tui import fake_app
+from tui.app import MarketApp
 from tui.screens.disputes import DisputesScreen, case_table
 from tui.screens.profile import ProfileScreen
 from tui.testing import FakeClient, listing, png
 from tui.widgets.forms import FormScreen
 from tui.widgets.nav import NavBar
-
-
-def fake_app(fake: FakeClient | None = None) -> tuple[MarketApp, FakeClient]:
-    fake = fake or FakeClient()
-    return make_app(fake, live=False), fake  # type: ignore[arg-type]
 
 
 async def settle(app: MarketApp, pilot: object) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input
 
 from escrow.terms import State
 from node.trade.orders import OrderState
-from tests.integration.test_api_arbiter import served
+from tests.support.api import served
 from tests.support.escrow_world import (
     AMOUNT,
     agree,
@@ -24,9 +24,10 @@ from tests.support.escrow_world import (
     market,
     open_order,
     order_state,
-    until,
 )
-from tui.app import MarketApp, make_app
+from tests.support.tui import text
+from tests.support.waiting import until
+from tui.app import make_app
 from tui.screens.disputes import DisputesScreen
 from tui.widgets.forms import FormScreen
 
@@ -37,13 +38,6 @@ async def shows(pilot: Pilot[None], check: Callable[[], bool], timeout: float = 
     async with asyncio.timeout(timeout):
         while not check():  # noqa: ASYNC110 - the app updates from its own workers
             await pilot.pause(0.1)
-
-
-def text(app: MarketApp, selector: str) -> str:
-    try:
-        return str(app.screen.query_one(selector, Static).render())
-    except Exception:
-        return ""
 
 
 async def test_arbiter_rules_in_the_tui(tmp_path: Path) -> None:

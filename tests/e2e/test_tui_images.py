@@ -21,7 +21,8 @@ from textual_image.widget import HalfcellImage
 
 from dht.testing import dht_network
 from p2pmarket.client import Client
-from tests.integration.test_api_harness import api_node, memory_hosts
+from tests.support.api import api_node, memory_hosts
+from tests.support.tui import settle
 from tui.app import MarketApp, make_app
 from tui.screens.listing import ListingScreen
 from tui.testing import FakeClient, image_ref, png
@@ -31,11 +32,6 @@ from tui.widgets.images import MAX_PIXELS, ImagePreview, decode, fit, label
 
 def app_over(client: FakeClient) -> MarketApp:
     return make_app(client, live=False)  # type: ignore[arg-type]
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def until(pilot: Pilot[Any], check: Callable[[], bool], timeout: float = 20) -> None:

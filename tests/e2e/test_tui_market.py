@@ -7,23 +7,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static, Tree
 
-from tui.app import MarketApp, make_app
+from tests.support.tui import fake_app, settle
+from tui.app import MarketApp
 from tui.screens.market import MarketScreen, parse_place, parse_radius
 from tui.testing import FakeClient
 from tui.widgets.category_tree import CategoryPicker, taxonomy
-
-
-def fake_app(fake: FakeClient | None = None) -> tuple[MarketApp, FakeClient]:
-    fake = fake or FakeClient()
-    return make_app(fake, live=False), fake  # type: ignore[arg-type]
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def searches(fake: FakeClient) -> list[dict[str, Any]]:

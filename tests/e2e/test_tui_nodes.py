@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
 
 from dht.testing import dht_network
 from p2pmarket.client import Client
-from tests.integration.test_api_harness import ApiNode, api_node, memory_hosts
+from tests.support.api import ApiNode, api_node, memory_hosts
+from tests.support.tui import text
 from tui.app import MarketApp, make_app
 from tui.screens.inbox import InboxScreen
 from tui.screens.listing import ListingScreen
@@ -46,13 +47,6 @@ def row(app: MarketApp, table: str, index: int = 0) -> list[str]:
         return [str(cell) for cell in grid.get_row_at(index)] if grid.row_count > index else []
     except Exception:  # the screen is still switching
         return []
-
-
-def text(app: MarketApp, static: str) -> str:
-    try:
-        return str(app.screen.query_one(static, Static).render())
-    except Exception:
-        return ""
 
 
 def messages(app: MarketApp) -> list[str]:

@@ -7,19 +7,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from tui.app import MarketApp, make_app
-from tui.testing import FakeClient
-
-SIZE = (80, 24)
-
-
-def app() -> MarketApp:
-    return make_app(FakeClient(), live=False)  # type: ignore[arg-type]
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+from tests.support.tui import SIZE, app, settle
 
 
 async def searched(pilot: Pilot[Any]) -> None:

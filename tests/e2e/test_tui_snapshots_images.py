@@ -11,19 +11,8 @@ from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tui.app import MarketApp, make_app
+from tests.support.tui import SIZE, app, settle
 from tui.testing import FakeClient, image_ref
-
-SIZE = (80, 24)
-
-
-def app(client: FakeClient | None = None) -> MarketApp:
-    return make_app(client or FakeClient(), live=False)  # type: ignore[arg-type]
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 async def listing_open(pilot: Pilot[Any]) -> None:

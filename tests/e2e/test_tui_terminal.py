@@ -27,9 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import base_env
-from tests.e2e.test_cli_api import wait_for_api
-from tests.e2e.test_run import _free_udp_port, _init
+from tests.support.processes import base_env, free_udp_port, init_datadir, wait_for_api
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -44,7 +42,7 @@ def running_node(datadir: Path, env: dict[str, str], logs: Path
     with open(logs / "node.out", "wb") as out, open(logs / "node.err", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "p2pmarket", "run", "--datadir", str(datadir),
-             "--dht-host", "127.0.0.1", "--dht-port", str(_free_udp_port()),
+             "--dht-host", "127.0.0.1", "--dht-port", str(free_udp_port()),
              "--p2p-host", "127.0.0.1", "--p2p-port", "0", "--api-port", "0"],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
     try:
@@ -131,7 +129,7 @@ class Terminal:
 def test_tui_in_a_terminal_against_a_node_process(tmp_path: Path) -> None:
     env = base_env(tmp_path / "home")
     datadir = tmp_path / "node"
-    peer_id = _init(datadir, env)
+    peer_id = init_datadir(datadir, env)
     with running_node(datadir, env, tmp_path) as node:
         term = Terminal([sys.executable, "-m", "p2pmarket", "tui", "--datadir", str(datadir)],
                         env, tmp_path / "tui.stdout")
@@ -174,7 +172,7 @@ def test_a_crash_in_the_app_is_a_failing_exit_code(tmp_path: Path) -> None:
     """Textual shows an unexpected exception on the terminal; the exit code must say so too."""
     env = base_env(tmp_path / "home")
     datadir = tmp_path / "node"
-    _init(datadir, env)
+    init_datadir(datadir, env)
     with running_node(datadir, env, tmp_path):
         term = Terminal([sys.executable, "-c", CRASHING_TUI, "tui", "--datadir", str(datadir)],
                         env, tmp_path / "tui.stdout")

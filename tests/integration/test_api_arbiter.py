@@ -4,10 +4,8 @@ statements, and a split ruling that settles on the devchain."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -15,15 +13,14 @@ import pytest
 from dht.testing import dht_network
 from escrow.terms import Role, State
 from node.api.hub import EventHub
-from node.api.server import ApiServer
 from node.trade.orders import OrderState
 from p2pmarket.api import schemas_trade as t
-from p2pmarket.client import ApiError, Client
-from tests.integration.test_api_harness import api_node, eventually
+from p2pmarket.client import ApiError
+from tests.support.api import api_node, served
 from tests.support.escrow_world import (
     AMOUNT,
-    FEE_RATE,
-    Party,
+    ARBITER_FEE,
+    FEE,
     agree,
     escrow_state,
     escrow_world,
@@ -31,26 +28,10 @@ from tests.support.escrow_world import (
     market,
     open_order,
     order_state,
-    until,
 )
+from tests.support.waiting import eventually, until
 
 pytestmark = pytest.mark.timeout(60)
-FEE = FEE_RATE * 220  # the miner fee of a settlement here
-ARBITER_FEE = 1_000 + AMOUNT * 200 // 10_000  # market()'s advert: 2 % plus 1000 sats
-
-
-@asynccontextmanager
-async def served(party: Party) -> AsyncIterator[tuple[ApiServer, Client]]:
-    """The party's node behind its own API server, and a client of it."""
-    api = ApiServer(party.datadir, port=0, stop=asyncio.Event())
-    await api.start()
-    api.attach(party.node)
-    client = Client.from_datadir(party.datadir, timeout=30)
-    try:
-        yield api, client
-    finally:
-        await client.close()
-        await api.stop()
 
 
 async def problem(call: Awaitable[object]) -> ApiError:

@@ -18,8 +18,8 @@ from tests.support.escrow_world import (
     market,
     open_order,
     order_state,
-    until,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -13,7 +13,7 @@ from node.api.hub import EventHub
 from node.api.server import ApiServer
 from p2pmarket.api.events import OrderChangedEvent, PeerEvent
 from p2pmarket.client import Client, Event
-from tests.integration.test_api_harness import until
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 PEER = "12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK"

@@ -11,7 +11,7 @@ import pytest
 
 from dht.testing import dht_network
 from p2pmarket.client import Client
-from tests.integration.test_api_harness import api_node, memory_hosts
+from tests.support.api import api_node, memory_hosts
 
 pytestmark = pytest.mark.timeout(120)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

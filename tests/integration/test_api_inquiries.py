@@ -12,13 +12,13 @@ import pytest
 
 from dht.testing import dht_network
 from node.trade import inquiries
-from node.trade.inbound import new_id
+from node.trade.outbound import new_id
 from p2pmarket.api.events import ChatReceivedEvent
 from p2pmarket.client import ApiError, Client, Event
 from p2pmarket.wire.market import Inquiry
 from p2pmarket.wire.messages import Chat
-from tests.integration.test_api_harness import ApiNode, api_node, libp2p_host, raw
-from tests.integration.test_api_trade import LISTING, when
+from tests.support.api import LISTING, ApiNode, api_node, libp2p_host, raw
+from tests.support.waiting import when
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -11,7 +11,7 @@ import pytest
 
 from dht.testing import dht_network
 from p2pmarket.client import ApiError
-from tests.integration.test_api_harness import ApiNode, api_node, memory_hosts, raw
+from tests.support.api import ApiNode, api_node, memory_hosts, raw
 
 pytestmark = pytest.mark.timeout(120)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64

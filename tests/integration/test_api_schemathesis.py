@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dht.testing import dht_network
-from tests.integration.test_api_harness import api_node
+from tests.support.api import api_node
 
 pytest.importorskip("schemathesis")
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]

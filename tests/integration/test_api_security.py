@@ -14,7 +14,7 @@ from dht.testing import dht_network
 from node.api.server import URL_FILE, ApiServer
 from p2pmarket.client import ApiError, Client, NodeUnreachable
 from p2pmarket.datadir import COOKIE_FILE
-from tests.integration.test_api_harness import ApiNode, api_node, raw
+from tests.support.api import ApiNode, api_node, raw
 
 pytestmark = pytest.mark.timeout(90)
 PROBLEM = "application/problem+json"

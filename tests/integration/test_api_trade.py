@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
 from dht.testing import dht_network
 from p2pmarket.client import ApiError, Client, Event
-from tests.integration.test_api_harness import api_node, eventually, libp2p_host, memory_hosts
+from tests.support.api import LISTING, api_node, libp2p_host, memory_hosts
+from tests.support.waiting import when
 
 pytestmark = pytest.mark.timeout(180)
-T = TypeVar("T")
-LISTING = {"title": "Vintage road bike", "price": {"amount": 25_000, "currency": "EUR"},
-           "category": "sports/bikes", "condition": "good", "quantity": 2,
-           "location": {"country": "DE", "geohash": "u33db"}, "id": "vintage-bike-1"}
 
 
 async def collect(client: Client, into: list[Event]) -> None:
     async for event in client.events(reconnect=True):
         into.append(event)
-
-
-async def when(fetch: Callable[[], Awaitable[T]], ok: Callable[[T], bool],
-               timeout: float = 40.0) -> T:
-    """Poll `fetch()` (404s count as not yet) until `ok` holds for its answer."""
-    async def check() -> T | None:
-        try:
-            value = await fetch()
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            return None
-        return value if ok(value) else None
-
-    return await eventually(check, timeout)  # type: ignore[no-any-return]
 
 
 async def test_offer_to_completed_order_and_review(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.dhtkeys import record_key
 from p2pmarket.wire.records import sign_record
-from tests.unit.test_records import make_listing
+from tests.support.records import make_listing
 
 pytestmark = pytest.mark.timeout(60)
 

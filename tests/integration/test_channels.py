@@ -17,9 +17,9 @@ from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.messenger import MessageReceived, RetryPolicy
 from node.p2p.outbox import State
 from p2pmarket.identity import Identity
-from p2pmarket.storage import Database
 from p2pmarket.wire.messages import Chat, Message, sign_message
-from tests.unit.test_messenger import until
+from tests.support.nodes import make_node
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 POLICY = RetryPolicy(base=0.1, cap=1.0, ack_timeout=2.0, direct_before_mailbox=2,
@@ -41,10 +41,8 @@ class Running:
 @asynccontextmanager
 async def full_node(tg: asyncio.TaskGroup, backbone: list[DhtNode], tmp: Path,
                     identity: Identity | None = None) -> AsyncIterator[Running]:
-    identity = identity or Identity.generate()
-    tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - test setup, microseconds
-    db = Database.open(tmp / "node.db")
-    node = Node(identity, db, Libp2pHost(identity), datadir=tmp, policy=POLICY)
+    node = make_node(tmp, policy=POLICY, identity=identity)
+    db = node.db
     await node.start(dht_host="127.0.0.1", dht_port=0)
     stop = asyncio.Event()
     running = Running(node, stop, tg.create_task(node.run(stop, [backbone[0].address])))

@@ -21,7 +21,7 @@ from p2pmarket.wire import bodies as b
 from p2pmarket.wire.dhtkeys import ARBITERS_KEY, index_key, mailbox_key, record_key, reviews_key
 from p2pmarket.wire.market import sign_grant
 from p2pmarket.wire.records import MAX_RECORD_SIZE, Record, sign_record
-from tests.unit.test_records import make_listing
+from tests.support.records import make_listing
 
 pytestmark = pytest.mark.timeout(60)
 SELLER = Identity.generate()

@@ -12,7 +12,7 @@ from dht.testing import dht_network
 from p2pmarket.identity import Identity
 from p2pmarket.wire.dhtkeys import record_key
 from p2pmarket.wire.records import sign_record
-from tests.unit.test_records import make_listing
+from tests.support.records import make_listing
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -25,7 +25,8 @@ from node.trade.orders import OrderState
 from p2pmarket.wire.escrow import EscrowStep, EscrowStepPayload, sign_escrow_step
 from tests.support.escrow_world import (
     AMOUNT,
-    FEE_RATE,
+    ARBITER_FEE,
+    FEE,
     Party,
     World,
     agree,
@@ -35,13 +36,11 @@ from tests.support.escrow_world import (
     market,
     open_order,
     order_state,
-    until,
 )
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER
-FEE = FEE_RATE * 220  # the miner fee every settlement here pays
-ARBITER_FEE = 1_000 + AMOUNT * 200 // 10_000
 
 
 def payout_address(p: Party, order_id: str, role: Role) -> str:
@@ -72,7 +71,7 @@ async def shipped_and_received(seller: Party, buyer: Party, order_id: str) -> No
 async def test_release_and_a_tampered_copy_is_refused_by_consensus(tmp_path: Path) -> None:
     async with escrow_world(tmp_path) as world:
         seller, buyer, arbiter, listing = await market(world)
-        adverts = await buyer.node.arbiters.directory()  # the DHT's arbiter directory
+        adverts = await buyer.node.adverts.directory()  # the DHT's arbiter directory
         assert [(a.publisher, a.body.name, a.body.fee_percent_bp) for a in adverts] == [
             (arbiter.public, "Ada Arbiter", 200)]
         order_id = await open_order(seller, buyer, listing)

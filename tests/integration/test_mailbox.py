@@ -17,7 +17,7 @@ from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Mail, Tombstone
 from p2pmarket.wire.dhtkeys import mailbox_key
 from p2pmarket.wire.messages import Chat, Message
-from tests.unit.test_messenger import until
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(90)
 POLICY = RetryPolicy(base=0.05, cap=0.5, ack_timeout=0.5, direct_before_mailbox=1,

@@ -10,17 +10,8 @@ import pytest
 from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.libp2p_host.runtime import RuntimeStopped
 from node.p2p.transport import DirectHost, PeerUnreachable
-from tests.integration import test_p2p_host
-from tests.integration.test_p2p_host import (
-    HostFactory,
-    closed_port,
-    introduce,
-    nothing_more,
-    receive,
-    until,
-)
-
-make_host = test_p2p_host.make_host  # the fixture: started hosts, all stopped at the end
+from tests.support.p2p import HostFactory, closed_port, introduce, nothing_more, receive
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 

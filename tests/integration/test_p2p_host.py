@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import pytest
 
@@ -16,71 +14,12 @@ from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.libp2p_host.runtime import RuntimeStopped, TrioRuntime
 from node.p2p.transport import P2PError, PeerUnreachable, RemoteError, RequestTimeout
 from p2pmarket.identity import Identity
+from tests.support.p2p import HostFactory, closed_port, introduce, nothing_more, receive
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
-HostFactory = Callable[..., Awaitable[Libp2pHost]]
 ECHO = "/p2pmarket/test-echo/1.0.0"
-
-
-@pytest.fixture
-async def make_host() -> AsyncIterator[HostFactory]:
-    """Started hosts on 127.0.0.1, port 0; every one is stopped at the end, and leaves nothing."""
-    hosts: list[Libp2pHost] = []
-
-    async def factory(identity: Identity | None = None, **kwargs: Any) -> Libp2pHost:
-        host = Libp2pHost(identity or Identity.generate(), "127.0.0.1", **kwargs)
-        await host.start()
-        hosts.append(host)
-        return host
-
-    try:
-        yield factory
-    finally:
-        for host in hosts:
-            await host.stop()
-    assert not TrioRuntime.for_running_loop().running
-    assert asyncio.all_tasks() == {asyncio.current_task()}
-
-
-def introduce(*hosts: Libp2pHost) -> None:
-    for a in hosts:
-        for b in hosts:
-            if a is not b:
-                a.add_peer(b.peer_id, b.listen_addrs())
-
-
-async def receive(host: Libp2pHost, n: int, timeout: float = 30.0) -> list[tuple[str, bytes]]:
-    got: list[tuple[str, bytes]] = []
-
-    async def take() -> None:
-        async for item in host.incoming():
-            got.append(item)
-            if len(got) == n:
-                return
-
-    await asyncio.wait_for(take(), timeout)
-    return got
-
-
-async def nothing_more(host: Libp2pHost, wait: float = 0.3) -> None:
-    """No further frame arrives (so none was duplicated)."""
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(anext(aiter(host.incoming())), wait)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # -- identity and addresses -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from node.p2p.peers import PeerDirectory
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.messages import Chat, Message
-from tests.unit.test_messenger import until
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 POLICY = RetryPolicy(base=0.05, cap=0.5, ack_timeout=2.0, direct_before_mailbox=2,

@@ -18,18 +18,19 @@ from node.p2p.outbox import Outbox
 from node.p2p.peers import PeerDirectory
 from node.p2p.seal import encryption_public
 from node.trade.errors import IllegalEvent, StaleOffer, WrongRole
+from node.trade.events import NegotiationChanged, OrderChanged, TradeEvent
 from node.trade.negotiation import NegotiationState
 from node.trade.orders import OrderState
 from node.trade.reviews import ReviewReader, build_review
 from node.trade.service import Trade
-from node.trade.store import NegotiationChanged, OrderChanged, TradeEvent
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing, Location, Price
 from p2pmarket.wire.dhtkeys import record_key
 from p2pmarket.wire.market import Decline, OrderStep, sign_grant
 from p2pmarket.wire.records import Record, RecordError, sign_record
-from tests.unit.test_messenger import FAST, until
+from tests.support.p2p import FAST
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -283,7 +284,7 @@ async def test_state_survives_a_restart() -> None:
         # a new service over the same database: the machines are replayed from it; the
         # seller's current listings come from the listings service
         again = Trade(party, own_listing=lambda i: record if i == record.body.id else None)
-        party.messenger.listeners.remove(again._on_messenger_event)
+        party.messenger.listeners.remove(again.inbound.on_messenger_event)
         assert again.order(order_id) == party.trade.order(order_id)
         assert again.negotiations() == party.trade.negotiations()
     assert Trade(buyer).order(order_id).address == "Here 1"
@@ -340,7 +341,8 @@ async def test_an_accept_interrupted_by_a_restart_is_answered() -> None:
     net = MemoryNetwork()
     seller, buyer = make_party(net), make_party(net)
     record = listing(seller)
-    seller.trade._confirm = lambda neg: None  # type: ignore[method-assign]  # "crashes" first
+    # the seller "crashes" before it confirms the accept
+    seller.trade.inbound._confirm = lambda neg: None  # type: ignore[method-assign]
     async with running(seller, buyer):
         neg = (await buyer.trade.make_offer(record, 1, 9_000)).id
         await until(lambda: neg_state(seller, neg) is NegotiationState.OPEN)
@@ -348,7 +350,7 @@ async def test_an_accept_interrupted_by_a_restart_is_answered() -> None:
         await until(lambda: neg_state(buyer, neg) is NegotiationState.COUNTERED)
         await buyer.trade.accept(neg)
         await until(lambda: neg_state(seller, neg) is NegotiationState.ACCEPTING)
-        seller.messenger.listeners.remove(seller.trade._on_messenger_event)
+        seller.messenger.listeners.remove(seller.trade.inbound.on_messenger_event)
         restarted = Trade(seller, own_listing=lambda i: record if i == record.body.id else None)
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(restarted.run())

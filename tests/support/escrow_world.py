@@ -20,7 +20,6 @@ from escrow.terms import State
 from node.app import Node
 from node.escrow.book import EscrowUpdate
 from node.escrow.driver import EscrowConfig, EscrowDriver
-from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.messenger import RetryPolicy
 from node.trade.negotiation import NegotiationState
 from node.trade.orders import OrderState
@@ -28,9 +27,13 @@ from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing
 from p2pmarket.wire.records import Record
+from tests.support.nodes import make_node
+from tests.support.waiting import until
 
 AMOUNT = 250_000
 FEE_RATE = 2  # sat/vB: a settlement costs 2 * 220 = 440 sats
+FEE = FEE_RATE * 220  # the miner fee every settlement here pays
+ARBITER_FEE = 1_000 + AMOUNT * 200 // 10_000  # market()'s advert: 2 % plus 1000 sats
 POLICY = RetryPolicy(base=0.05, cap=0.5, ack_timeout=1.0, direct_before_mailbox=2,
                      mailbox_recheck=2.0, mailbox_poll=0.25)
 
@@ -85,12 +88,10 @@ class World:
         identity = identity or (old.identity if old else Identity.generate())
         mnemonic = mnemonic or (old.mnemonic if old else Mnemonic("english").generate(128))
         datadir = self.tmp / name
-        datadir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - test setup
-        db = Database.open(datadir / "node.db")
         config = EscrowConfig(esplora_url=self.devchain.url, mnemonic=mnemonic, poll=self.poll,
                               tick=0.5, fee_rate=FEE_RATE, clock=self.clock)
-        node = Node(identity, db, Libp2pHost(identity), datadir=datadir, policy=POLICY,
-                    escrow=config)
+        node = make_node(datadir, policy=POLICY, identity=identity, escrow=config)
+        db = node.db
         await node.start(dht_host="127.0.0.1", dht_port=0)
         stop = asyncio.Event()
         task = self.tg.create_task(node.run(stop, [self.backbone[0].address]))
@@ -130,12 +131,6 @@ async def escrow_world(tmp: Path) -> AsyncIterator[World]:
                 party.db.close()
 
 
-async def until(predicate: object, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 - polls other tasks
-            await asyncio.sleep(0.02)
-
-
 def escrow_state(p: Party, order_id: str) -> State | None:
     esc = p.escrow.escrows.get(order_id)
     return esc.state if esc is not None else None
@@ -149,8 +144,8 @@ def order_state(p: Party, order_id: str) -> OrderState | None:
 async def market(world: World) -> tuple[Party, Party, Party, Record[Listing]]:
     """Seller, buyer (wallet funded) and arbiter (advert published); a BTC listing naming it."""
     seller, buyer, arbiter = [await world.start(n) for n in ("seller", "buyer", "arbiter")]
-    await arbiter.node.arbiters.publish("Ada Arbiter", "English, German. Rules in 3 days.",
-                                        fee_percent_bp=200, fee_fixed_sat=1_000)
+    await arbiter.node.adverts.publish("Ada Arbiter", "English, German. Rules in 3 days.",
+                                       fee_percent_bp=200, fee_fixed_sat=1_000)
     listing = await seller.node.listings.create(dict(
         title="Road bike", description="56 cm steel frame", price=dict(amount=AMOUNT,
                                                                         currency="BTC"),

@@ -10,7 +10,7 @@ from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Location
 from p2pmarket.wire.records import sign_record
-from tests.unit.test_records import make_listing
+from tests.support.records import make_listing
 
 LYON = (45.764, 4.8357)
 

@@ -25,7 +25,7 @@ from p2pmarket.storage import Database
 from p2pmarket.wire import bodies as b
 from p2pmarket.wire.dhtkeys import index_key, record_key, record_slot
 from p2pmarket.wire.records import sign_record
-from tests.unit.test_records import make_listing
+from tests.support.records import make_listing
 
 
 def test_parse_bootstrap_file() -> None:

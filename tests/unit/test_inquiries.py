@@ -18,16 +18,11 @@ from hypothesis import strategies as st
 from node.p2p.messenger import MessageReceived
 from node.trade import inquiries
 from node.trade.errors import LocalProtocolError, NotFound
+from node.trade.events import ChatReceived, NegotiationChanged, PeerViolation, TradeEvent
 from node.trade.inquiries import InquiryView
 from node.trade.orders import Role
 from node.trade.service import Trade
-from node.trade.store import (
-    NEGOTIATION_MIGRATIONS,
-    ChatReceived,
-    NegotiationChanged,
-    PeerViolation,
-    TradeEvent,
-)
+from node.trade.store import NEGOTIATION_MIGRATIONS
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Listing, Location, Price

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 
 from node.p2p.memory import MemoryHost, MemoryNetwork
-from node.p2p.messenger import MessageReceived, Messenger, RetryPolicy
-from node.p2p.outbox import Outbox, State
-from node.p2p.peers import PeerDirectory
+from node.p2p.outbox import State
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
-from p2pmarket.wire.messages import Chat, Message, sign_message
+from p2pmarket.wire.messages import Chat, sign_message
+from tests.support.p2p import make_peer, running, texts
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
-FAST = RetryPolicy(base=0.02, cap=0.2, ack_timeout=0.3, direct_before_mailbox=1000)
 
 
 class LossyHost(MemoryHost):
@@ -34,55 +30,6 @@ class LossyHost(MemoryHost):
         await super().send(peer_id, payload)
         if roll > 0.9:
             await super().send(peer_id, payload)  # duplicated
-
-
-@dataclass
-class Peer:
-    identity: Identity
-    host: MemoryHost
-    messenger: Messenger
-    got: list[Message]
-
-
-def make_peer(net: MemoryNetwork, host_cls: type[MemoryHost] = MemoryHost,
-              db: Database | None = None, identity: Identity | None = None) -> Peer:
-    identity = identity or Identity.generate()
-    host = host_cls(net, identity)
-    net.hosts[host.peer_id] = host
-    outbox = Outbox(db or Database.open(":memory:"))
-    messenger = Messenger(identity, host, outbox, PeerDirectory(identity, host, None),
-                          policy=FAST)
-    got: list[Message] = []
-    messenger.listeners.append(
-        lambda e: got.append(e.message) if isinstance(e, MessageReceived) else None)
-    return Peer(identity, host, messenger, got)
-
-
-@asynccontextmanager
-async def running(*peers: Peer) -> AsyncIterator[None]:
-    for p in peers:
-        await p.host.start()
-        for q in peers:
-            if q is not p:
-                p.host.add_peer(q.host.peer_id, q.host.listen_addrs())
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(p.messenger.run()) for p in peers]
-        try:
-            yield
-        finally:
-            for t in tasks:
-                t.cancel()
-
-
-async def until(predicate: object, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]  # noqa: ASYNC110 - polls other tasks' state
-            await asyncio.sleep(0.02)
-
-
-def texts(p: Peer, sender: Peer) -> list[str]:
-    return [m.body.text for m in p.got if m.sender == sender.identity.public
-            and isinstance(m.body, Chat)]
 
 
 async def test_thousand_each_way_exactly_once_in_order() -> None:

@@ -15,7 +15,8 @@ from node.p2p.transport import P2PError
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.messages import Chat
-from tests.unit.test_messenger import make_peer, running, texts, until
+from tests.support.p2p import make_peer, running, texts
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 

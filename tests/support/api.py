@@ -1,7 +1,7 @@
-"""Factories for the API tests: a real `Node` with its `ApiServer` on port 0 and a `Client`.
+"""The API harness: a real `Node` with its `ApiServer` on port 0 and a `Client`.
 
-`api_node(...)` runs one node (libp2p or in-memory channels) on a DHT backbone; `raw(...)` sends a
-hand-made request to check the server's guards. No tests here.
+`api_node(...)` runs one node (libp2p or in-memory channels) on a DHT backbone; `served(...)` puts
+an escrow-world party behind an API; `raw(...)` sends a hand-made request to check the guards.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -23,10 +23,20 @@ from node.p2p.messenger import RetryPolicy
 from node.p2p.transport import Host
 from p2pmarket.client import Client
 from p2pmarket.identity import Identity
-from p2pmarket.storage import Database
+from tests.support.nodes import libp2p_host, make_node
+
+if TYPE_CHECKING:
+    from tests.support.escrow_world import Party
+
+__all__ = ["LISTING", "POLICY", "ApiNode", "api_node", "libp2p_host", "memory_hosts", "raw",
+           "served"]
 
 POLICY = RetryPolicy(base=0.1, cap=1.0, ack_timeout=2.0, direct_before_mailbox=3,
                      mailbox_recheck=60.0, mailbox_poll=0.5)
+# a listing as `POST /listings` takes it
+LISTING = {"title": "Vintage road bike", "price": {"amount": 25_000, "currency": "EUR"},
+           "category": "sports/bikes", "condition": "good", "quantity": 2,
+           "location": {"country": "DE", "geohash": "u33db"}, "id": "vintage-bike-1"}
 
 
 @dataclass
@@ -47,19 +57,11 @@ def memory_hosts() -> Callable[[Identity], Host]:
     return net.host
 
 
-def libp2p_host(identity: Identity) -> Host:
-    from node.p2p.libp2p_host.host import Libp2pHost
-
-    return Libp2pHost(identity)
-
-
 @asynccontextmanager
 async def api_node(backbone: list[DhtNode], tmp: Path, *,
                    host: Callable[[Identity], Host] | None = None) -> AsyncIterator[ApiNode]:
-    identity = Identity.generate()
-    tmp.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - test setup
-    db = Database.open(tmp / "node.db")
-    node = Node(identity, db, (host or memory_hosts())(identity), datadir=tmp, policy=POLICY)
+    node = make_node(tmp, policy=POLICY, host=host or memory_hosts())
+    db = node.db
     stop = asyncio.Event()
     api = ApiServer(tmp, port=0, stop=stop)
     try:
@@ -86,6 +88,20 @@ async def api_node(backbone: list[DhtNode], tmp: Path, *,
         db.close()
 
 
+@asynccontextmanager
+async def served(party: Party) -> AsyncIterator[tuple[ApiServer, Client]]:
+    """The party's node behind its own API server, and a client of it."""
+    api = ApiServer(party.datadir, port=0, stop=asyncio.Event())
+    await api.start()
+    api.attach(party.node)
+    client = Client.from_datadir(party.datadir, timeout=30)
+    try:
+        yield api, client
+    finally:
+        await client.close()
+        await api.stop()
+
+
 async def raw(api: ApiServer, method: str, path: str, *, token: str | None = "",
               headers: dict[str, str] | None = None, data: bytes | None = None
               ) -> tuple[int, dict[str, str], Any]:
@@ -99,19 +115,3 @@ async def raw(api: ApiServer, method: str, path: str, *, token: str | None = "",
         if resp.content_type.endswith("json"):
             body = await resp.json(content_type=None)
         return resp.status, dict(resp.headers), body
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # noqa: ASYNC110 - polls other tasks' state
-            await asyncio.sleep(0.05)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Await `check()` until it returns something truthy."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = await check()
-            if result:
-                return result
-            await asyncio.sleep(0.1)
