@@ -1,5 +1,5 @@
 """Wire schemas of the local HTTP API for trading: offers, orders, conversations, messages,
-escrow and wallet. Same conventions as `client_schemas` (peer ids for nodes, hex for hashes).
+escrow and wallet. Same conventions as `schemas` (peer ids for nodes, hex for hashes).
 
 States and roles are spelled out as literals here (the core does not import the node's
 machines); the API's tests check they match `node.market`'s enums.

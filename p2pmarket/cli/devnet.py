@@ -6,7 +6,7 @@
     <dir>/logs/*.log   each process's output;  <dir>/devnet.json  ports and what was seeded
 
 The first run creates the identities (no passphrase: development only), funds the buyer from the
-faucet and seeds sample listings (`cli_devnet_seed`); a rerun with the same dir reuses all of it.
+faucet and seeds sample listings (`devnet_seed`); a rerun with the same dir reuses all of it.
 Every child runs in its own process group; SIGINT/SIGTERM/SIGHUP stops them all and waits.
 """
 

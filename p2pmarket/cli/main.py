@@ -1,5 +1,5 @@
 """The `p2pmarket` command: `init`, `id` and `run` a node's data dir; the verbs that use the
-running node's API (`status`, `search`, `listing`, `offer`, `orders`) live in `cli_api`.
+running node's API (`status`, `search`, `listing`, `offer`, `orders`) live in `api_verbs`.
 
 Only the core is imported here at module level; node/, dht/, escrow/ and tui/ are imported
 inside the verb that needs them, so `--help`, `init` and `id` work without the heavy stack.

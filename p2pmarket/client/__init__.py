@@ -6,7 +6,7 @@
             ...
 
 One method per endpoint (the snake_case of its operationId); answers are the msgspec structs of
-`client_schemas`, `client_schemas_trade` and `client_events` (shared with the server); a
+`p2pmarket.api.schemas`, `schemas_trade` and `events` (shared with the server); a
 problem answer raises `ApiError(status, type, title, detail)`, no node `NodeUnreachable`.
 """
 
