@@ -137,6 +137,7 @@ async def bare_app(bodies: dict[str, bytes]) -> tuple[web.AppRunner, str]:
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     from node.api.server import ApiServer
     from node.app import Node
+    from node.market.listings import build_listing
     from node.p2p.memory import MemoryNetwork
     from p2pmarket.identity import Identity
     from p2pmarket.storage import Database
@@ -151,11 +152,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         api.attach(node)
         bare: web.AppRunner | None = None
         try:
-            mine = await node.listings.create({
+            mine = await node.listings.create(build_listing({
                 "id": "bench-listing-1", "title": "Bench road bike", "description": "56 cm",
                 "price": {"amount": 25_000, "currency": "EUR"}, "category": "sports/bikes",
                 "condition": "good", "quantity": 1, "tags": ["bike"],
-                "location": {"country": "DE", "geohash": "u33db"}})
+                "location": {"country": "DE", "geohash": "u33db"}}))
             seed_cache(node, args.cached)
             listing_url = f"{api.url}/api/v1/listings/{mine.body.id}"
             search_url = f"{api.url}/api/v1/search?q=bike&mode=cache&page_size=20"

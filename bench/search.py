@@ -363,7 +363,7 @@ async def publish_all(sellers: list[tuple[Identity, DhtNode]], per_seller: int,
         listings = Listings(seller, Database.open(":memory:"), node)
         async with sem:
             for fields in plans[s]:
-                published.append(await listings.create(fields))
+                published.append(await listings.create(build_listing(fields)))
         done += 1
         if done % max(1, len(sellers) // 10) == 0 or done == len(sellers):
             progress(f"publish: {done}/{len(sellers)} sellers, {len(published)} listings, "

@@ -15,6 +15,8 @@ import msgspec
 
 from node.api.problems import ApiProblem, FieldError
 from node.market.cache import Hit
+from node.market.listings import ListingChange, ListingInvalid, build_listing, new_listing_id
+from node.market.profiles import ProfileInvalid
 from node.trade.negotiation import NegotiationState, Proposal
 from node.trade.orders import OrderState, Role
 from node.trade.store import NegotiationView, OrderView, StepView
@@ -112,19 +114,40 @@ def hit_out(hit: Hit, me: bytes) -> s.SearchHit:
                        rank=hit.rank)
 
 
-def listing_fields(wire: s.ListingFields | s.ListingPatch) -> dict[str, Any]:
-    """What the listings service takes: plain builtins, sha256 as bytes, arbiters as keys."""
+def _body_fields(wire: s.ListingFields | s.ListingPatch) -> dict[str, Any]:
+    """The API's fields as the listing body's builtins: sha256 as bytes, arbiters as keys."""
     fields: dict[str, Any] = msgspec.to_builtins(wire)
     if fields.get("escrow") is None:
         fields.pop("escrow", None)
-    if fields.get("id") is None:
-        fields.pop("id", None)
+    fields.pop("id", None)
     if "images" in fields:
         fields["images"] = [{**i, "sha256": bytes.fromhex(i["sha256"])} for i in fields["images"]]
     if "arbiters" in fields:
         fields["arbiters"] = [public_key(a, pointer=f"/arbiters/{n}")
                               for n, a in enumerate(fields["arbiters"])]
     return fields
+
+
+def listing_body(wire: s.ListingFields) -> Listing:
+    """A new listing from the API's fields; the node picks the id when the caller did not."""
+    return build_listing({**_body_fields(wire), "id": wire.id or new_listing_id()})
+
+
+def listing_change(wire: s.ListingPatch) -> ListingChange:
+    try:
+        return msgspec.convert(_body_fields(wire), type=ListingChange, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ListingInvalid(str(exc)) from exc
+
+
+def profile_body(wire: s.ProfileFields) -> Profile:
+    fields = {k: v for k, v in msgspec.to_builtins(wire).items() if v is not None}
+    if "avatar" in fields:
+        fields["avatar"] = {**fields["avatar"], "sha256": bytes.fromhex(fields["avatar"]["sha256"])}
+    try:
+        return msgspec.convert(fields, type=Profile, strict=False)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ProfileInvalid(str(exc)) from exc
 
 
 # -- profiles and reviews ------------------------------------------------------------------------

@@ -22,7 +22,19 @@ from node.market.cache import stored_listing
 from node.market.terms import listing_terms
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
-from p2pmarket.wire.bodies import MAX_TTL, IndexEntry, IndexScope, Listing, Tombstone
+from p2pmarket.wire.bodies import (
+    MAX_TTL,
+    Condition,
+    EscrowTerms,
+    ImageRef,
+    IndexEntry,
+    IndexScope,
+    Listing,
+    Location,
+    Price,
+    ShippingOption,
+    Tombstone,
+)
 from p2pmarket.wire.dhtkeys import index_key
 from p2pmarket.wire.records import AnyRecord, Record, RecordError, sign_record
 
@@ -59,8 +71,28 @@ def new_listing_id() -> str:
     return base64.urlsafe_b64encode(os.urandom(12)).decode()
 
 
+class ListingChange(msgspec.Struct, frozen=True, kw_only=True):
+    """Changes to one of my listings, in the listing's own types (arbiters are keys, image
+    hashes bytes); fields left UNSET stay as they are. The limits are checked when the changed
+    listing is built, so they live in one place (`Listing`)."""
+
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType = msgspec.UNSET
+    price: Price | msgspec.UnsetType = msgspec.UNSET
+    category: str | msgspec.UnsetType = msgspec.UNSET
+    condition: Condition | msgspec.UnsetType = msgspec.UNSET
+    quantity: int | msgspec.UnsetType = msgspec.UNSET
+    location: Location | msgspec.UnsetType = msgspec.UNSET
+    shipping: tuple[ShippingOption, ...] | msgspec.UnsetType = msgspec.UNSET
+    images: tuple[ImageRef, ...] | msgspec.UnsetType = msgspec.UNSET
+    tags: tuple[str, ...] | msgspec.UnsetType = msgspec.UNSET
+    arbiters: tuple[bytes, ...] | msgspec.UnsetType = msgspec.UNSET
+    escrow: EscrowTerms | msgspec.UnsetType = msgspec.UNSET
+
+
 def build_listing(fields: dict[str, Any]) -> Listing:
-    """A listing from JSON-like fields, validated by the schema (errors name the field)."""
+    """A listing from JSON-like fields (a parser for outside input: the API's conversion, seed
+    data, benchmarks), validated by the schema; errors name the field."""
     try:
         return msgspec.convert(fields, type=Listing, strict=False)
     except msgspec.ValidationError as exc:
@@ -90,15 +122,19 @@ class Listings:
 
     # -- changes -------------------------------------------------------------------------------
 
-    async def create(self, fields: dict[str, Any]) -> Record[Listing]:
-        fields = {**fields, "id": fields.get("id") or new_listing_id()}
-        if self.db.query_one("SELECT 1 FROM my_listings WHERE id=?", (fields["id"],)):
-            raise ListingInvalid(f"listing id {fields['id']!r} is already used")
-        return await self._save(build_listing(fields), seq=1)
+    async def create(self, listing: Listing) -> Record[Listing]:
+        """Sign and publish a new listing (`new_listing_id()` makes an id)."""
+        if self.db.query_one("SELECT 1 FROM my_listings WHERE id=?", (listing.id,)):
+            raise ListingInvalid(f"listing id {listing.id!r} is already used")
+        return await self._save(listing, seq=1)
 
-    async def edit(self, listing_id: str, changes: dict[str, Any]) -> Record[Listing]:
+    async def edit(self, listing_id: str, change: ListingChange) -> Record[Listing]:
+        """Republish with the changed fields and seq + 1."""
         current = self.get(listing_id)
-        merged = {**msgspec.to_builtins(current.body), **changes, "id": listing_id}
+        changed = {name: value for name in change.__struct_fields__
+                   if (value := getattr(change, name)) is not msgspec.UNSET}
+        merged = {**msgspec.to_builtins(current.body), **msgspec.to_builtins(changed),
+                  "id": listing_id}
         return await self._save(build_listing(merged), seq=current.seq + 1, old=current.body)
 
     async def sold(self, listing_id: str, quantity: int) -> Record[Listing] | None:
@@ -108,7 +144,7 @@ class Listings:
         except ListingNotFound:
             return None
         left = max(0, current.body.quantity - quantity)
-        return await self.edit(listing_id, {"quantity": left})
+        return await self.edit(listing_id, ListingChange(quantity=left))
 
     async def unsold(self, listing_id: str, quantity: int) -> Record[Listing] | None:
         """A cancelled order gives its quantity back."""
@@ -116,7 +152,8 @@ class Listings:
             current = self.get(listing_id)
         except ListingNotFound:
             return None
-        return await self.edit(listing_id, {"quantity": current.body.quantity + quantity})
+        return await self.edit(listing_id,
+                               ListingChange(quantity=current.body.quantity + quantity))
 
     def find(self, listing_id: str) -> Record[Listing] | None:
         try:

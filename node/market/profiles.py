@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
 
 from dht.server import DhtNode
 from p2pmarket.identity import Identity
@@ -36,11 +33,11 @@ class Profiles:
         self.identity, self.dht = identity, dht
         self.mine: Record[Profile] | None = None
 
-    async def publish(self, fields: dict[str, Any]) -> Record[Profile]:
+    async def publish(self, profile: Profile) -> Record[Profile]:
+        """Sign and publish my profile (it replaces the whole previous one)."""
         try:
-            body = msgspec.convert(fields, type=Profile, strict=False)
-            record = sign_record(self.identity, body, seq=int(time.time() * 1000))
-        except (msgspec.ValidationError, ValueError, RecordError) as exc:
+            record = sign_record(self.identity, profile, seq=int(time.time() * 1000))
+        except RecordError as exc:
             raise ProfileInvalid(str(exc)) from exc
         await self.dht.put(record)
         self.mine = record

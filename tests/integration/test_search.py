@@ -11,14 +11,14 @@ import pytest
 from dht.server import DhtNode
 from dht.testing import dht_network
 from node.market.cache import Filters, ListingCache
-from node.market.listings import Listings
+from node.market.listings import ListingChange, Listings, build_listing
 from node.market.moderation import Blocklist
 from node.market.search import Search
 from node.market.terms import tokens
 from p2pmarket import geohash
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
-from p2pmarket.wire.bodies import Listing
+from p2pmarket.wire.bodies import Listing, Price
 from p2pmarket.wire.records import Record
 
 pytestmark = pytest.mark.timeout(180)
@@ -109,7 +109,7 @@ async def test_offline_seller_listings_found_with_filters() -> None:
         rng = random.Random(2026)
         published = {}
         for i in range(200):
-            rec = await listings.create(listing_fields(rng, i))
+            rec = await listings.create(build_listing(listing_fields(rng, i)))
             published[rec.body.id] = rec
         seller_node.stop()  # the seller goes offline
         world = World(net, seller, published)
@@ -143,14 +143,17 @@ async def test_edit_propagates_delete_hides_block_filters() -> None:
         seller_node.identity = seller
         listings = Listings(seller, Database.open(":memory:"), seller_node)
         rng = random.Random(7)
-        first = await listings.create({**listing_fields(rng, 1), "title": "orange kayak"})
-        second = await listings.create({**listing_fields(rng, 2), "title": "orange canoe"})
+        first = await listings.create(
+            build_listing({**listing_fields(rng, 1), "title": "orange kayak"}))
+        second = await listings.create(
+            build_listing({**listing_fields(rng, 2), "title": "orange canoe"}))
 
         a, b = buyer(net[10]), buyer(net[12])
         ids = {h.record.body.id for h in (await a.search(Filters(text="orange"))).hits}
         assert ids == {first.body.id, second.body.id}
 
-        edited = await listings.edit(first.body.id, {"price": {"amount": 99, "currency": "EUR"}})
+        edited = await listings.edit(first.body.id,
+                                     ListingChange(price=Price(amount=99, currency="EUR")))
         assert edited.seq == 2
         hits = (await a.search(Filters(text="kayak"))).hits
         assert [h.record.seq for h in hits] == [2] and hits[0].record.body.price.amount == 99
@@ -187,6 +190,7 @@ async def test_browsing_without_terms_finds_every_listing() -> None:
         net[2].identity = seller
         listings = Listings(seller, Database.open(":memory:"), net[2])
         rng = random.Random(3)
-        ids = {(await listings.create(listing_fields(rng, i))).body.id for i in range(12)}
+        ids = {(await listings.create(build_listing(listing_fields(rng, i)))).body.id
+               for i in range(12)}
         page = await buyer(net[9]).search(Filters(), page_size=50)
         assert {h.record.body.id for h in page.hits} == ids

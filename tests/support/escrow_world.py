@@ -20,6 +20,7 @@ from escrow.terms import State
 from node.app import Node
 from node.escrow.book import EscrowUpdate
 from node.escrow.driver import EscrowConfig, EscrowDriver
+from node.market.listings import build_listing, new_listing_id
 from node.p2p.messenger import RetryPolicy
 from node.trade.negotiation import NegotiationState
 from node.trade.orders import OrderState
@@ -146,11 +147,12 @@ async def market(world: World) -> tuple[Party, Party, Party, Record[Listing]]:
     seller, buyer, arbiter = [await world.start(n) for n in ("seller", "buyer", "arbiter")]
     await arbiter.node.adverts.publish("Ada Arbiter", "English, German. Rules in 3 days.",
                                        fee_percent_bp=200, fee_fixed_sat=1_000)
-    listing = await seller.node.listings.create(dict(
+    listing = await seller.node.listings.create(build_listing(dict(
+        id=new_listing_id(),
         title="Road bike", description="56 cm steel frame", price=dict(amount=AMOUNT,
                                                                         currency="BTC"),
         category="sports", condition="good", quantity=100,
-        location=dict(country="DE", geohash="u33db"), arbiters=[arbiter.public]))
+        location=dict(country="DE", geohash="u33db"), arbiters=[arbiter.public])))
     await world.fund_wallet(buyer, 1_000_000)
     return seller, buyer, arbiter, listing
 

@@ -11,7 +11,8 @@ from dht.server import DhtError
 from node.api.context import Call, Reply, created
 from node.api.convert import (
     hit_out,
-    listing_fields,
+    listing_body,
+    listing_change,
     listing_out,
     offset_token,
     page,
@@ -81,7 +82,7 @@ async def create_listing(call: Call) -> Reply:
     fields = call.body(s.ListingFields)
     check_category(fields.category)
     node = call.node
-    record = await node.listings.create(listing_fields(fields))
+    record = await node.listings.create(listing_body(fields))
     return created(listing_out(record, node.identity.public),
                    f"/api/v1/listings/{record.body.id}")
 
@@ -97,10 +98,10 @@ async def get_my_listing(call: Call) -> s.ListingOut:
               body=s.ListingPatch, response=s.ListingOut)
 async def edit_listing(call: Call) -> s.ListingOut:
     """Republishes it with seq + 1; open offers on the old version become stale."""
-    changes = listing_fields(call.body(s.ListingPatch))
-    check_category(changes.get("category"))
+    patch = call.body(s.ListingPatch)
+    check_category(patch.category)
     node = call.node
-    record = await node.listings.edit(call.path("listing_id"), changes)
+    record = await node.listings.edit(call.path("listing_id"), listing_change(patch))
     return listing_out(record, node.identity.public)
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from node.api.context import Call
-from node.api.convert import page, profile_out, review_out
+from node.api.convert import page, profile_body, profile_out, review_out
 from node.api.registry import Routes
 from p2pmarket.api import schemas as s
 
@@ -27,12 +25,8 @@ async def get_my_profile(call: Call) -> s.ProfileOut:
             body=s.ProfileFields, response=s.ProfileOut)
 async def put_my_profile(call: Call) -> s.ProfileOut:
     """Replaces the whole profile (signed, published in the DHT)."""
-    fields = msgspec.to_builtins(call.body(s.ProfileFields))
-    if fields.get("avatar"):
-        fields["avatar"]["sha256"] = bytes.fromhex(fields["avatar"]["sha256"])
-    fields = {k: v for k, v in fields.items() if v is not None}
     node = call.node
-    record = await node.profiles.publish(fields)
+    record = await node.profiles.publish(profile_body(call.body(s.ProfileFields)))
     return profile_out(node.identity.public, record)
 
 
