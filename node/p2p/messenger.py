@@ -22,7 +22,16 @@ from dht.server import DhtNode
 from node.p2p.ids import peer_id_of, public_of
 from node.p2p.outbox import Outbox, OutboxEntry
 from node.p2p.peers import PeerDirectory
-from node.p2p.receiver import AckReceived, Deliver, Event, Receiver, SendAck, Violation
+from node.p2p.receiver import (
+    GAP_TIMEOUT,
+    AckReceived,
+    Deliver,
+    Event,
+    GapOpened,
+    Receiver,
+    SendAck,
+    Violation,
+)
 from node.p2p.seal import SealError, encryption_key, seal, unseal
 from node.p2p.transport import DirectHost, Host, P2PError
 from p2pmarket.identity import Identity, PeerIdError
@@ -38,6 +47,10 @@ BAN_SCORE = 5
 BAN_FOR = 600.0
 SEND_TIMEOUT = 20.0  # a write that takes longer counts as a failed attempt
 RECORD_SENT_AFTER = 1.0  # a direct first copy is recorded as sent this late, or with its ack
+# a mailbox holds at most 2048 mails (dht.storage caps), ~16 to a page: read all of it, or a
+# message waiting beyond the last page read holds up every later one from its sender
+MAILBOX_PAGES = 160
+MAILBOX_EARLIEST = 5.0  # a gap asks for a mailbox look at most this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +62,7 @@ class RetryPolicy:
     mailbox_recheck: float = 600.0  # after a mailbox deposit, try direct again this much later
     max_age: float = float(MAX_TTL["mail"])  # give up on a message older than this
     mailbox_poll: float = 60.0
+    gap_timeout: float = GAP_TIMEOUT  # receiving: how long later messages wait for a missing one
 
     def backoff(self, attempts: int) -> float:
         return float(min(self.cap, self.base * 2 ** max(0, attempts)))
@@ -85,13 +99,16 @@ class Messenger:
         self.policy = policy or RetryPolicy()
         self.clock = clock
         next_seq, seen = outbox.load_receiver_state()
-        self.receiver = Receiver(identity.public, next_seq=next_seq, seen=seen)
+        self.receiver = Receiver(identity.public, next_seq=next_seq, seen=seen,
+                                 delivered=outbox.was_delivered,
+                                 gap_timeout=self.policy.gap_timeout)
         self.listeners: list[Callable[[MessengerEvent], None]] = []
         # the user's blocklist: messages from these peers are dropped unread
         self.is_blocked: Callable[[bytes], bool] = lambda peer: False
         self.scores: Counter[bytes] = Counter()
         self._banned: dict[bytes, float] = {}
         self._wake = asyncio.Event()
+        self._look_in_mailbox = asyncio.Event()
         self._busy: set[bytes] = set()  # recipients the send loop is sending to right now
         self._running = False
         # first copies written directly, not yet recorded as sent: id -> when to resend
@@ -196,10 +213,14 @@ class Messenger:
         for event in events:
             match event:
                 case Deliver(message, raw):
-                    self.outbox.store_delivered(message.id, message.sender, message.seq,
-                                                message.body.__class__.__name__.lower(), raw,
-                                                via, now=self.clock())
-                    self._notify(MessageReceived(message, via))
+                    # one transaction: the inbox row and what the listeners keep of it (a chat
+                    # line, an order step) are stored together or not at all, so a crash
+                    # between them cannot leave a message "delivered" that nobody shows
+                    with self.outbox.db.transaction():
+                        self.outbox.store_delivered(message.id, message.sender, message.seq,
+                                                    message.body.__class__.__name__.lower(),
+                                                    raw, via, now=self.clock())
+                        self._notify(MessageReceived(message, via))
                 case SendAck(to, ids):
                     for start in range(0, len(ids), MAX_ACK_IDS):
                         self._ack(to, ids[start:start + MAX_ACK_IDS], connected=via == "direct")
@@ -212,6 +233,8 @@ class Messenger:
                             self._job(self._tombstone_mail, msg_id, sender)
                 case Violation(peer, reason):
                     self._score(peer, reason)
+                case GapOpened():
+                    self._look_in_mailbox.set()
 
     def _ack(self, to: bytes, ids: tuple[str, ...], *, connected: bool) -> None:
         """Acknowledge `ids` to `to`: queued at once when the transport allows, else a job.
@@ -259,30 +282,40 @@ class Messenger:
     # -- mailbox -------------------------------------------------------------------------------
 
     async def _mailbox_loop(self) -> None:
+        """Poll the mailbox, and look sooner when a gap opens (the missing mail may be there)."""
         while True:
+            self._look_in_mailbox.clear()
             try:
                 await self.fetch_mailbox()
             except (P2PError, RecordError, OSError) as exc:
                 log.warning("mailbox fetch failed: %s", exc)
-            await asyncio.sleep(self.policy.mailbox_poll)
+            await asyncio.sleep(min(MAILBOX_EARLIEST, self.policy.mailbox_poll))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, self.policy.mailbox_poll - MAILBOX_EARLIEST)):
+                    await self._look_in_mailbox.wait()
 
     async def fetch_mailbox(self) -> int:
         """Fetch, open and process the mail waiting for us; returns how many mails were read."""
         if self.dht is None:
             return 0
-        count = 0
-        for record in await self.dht.get_all(mailbox_key(self.identity.public), max_pages=8):
+        opened: list[tuple[bytes, bytes]] = []
+        records = await self.dht.get_all(mailbox_key(self.identity.public),
+                                         max_pages=MAILBOX_PAGES)
+        for record in records:
             body = record.body
             if not isinstance(body, Mail) or body.recipient != self.identity.public:
+                continue
+            if self.is_banned(record.publisher) or self.is_blocked(record.publisher):
                 continue
             try:
                 raw = unseal(self._enc_key, body.ephemeral, body.nonce, body.ciphertext)
             except SealError:
                 self._score(record.publisher, "mail that does not open")
                 continue
-            count += 1
-            self._handle(record.publisher, raw, via="mailbox")
-        return count
+            opened.append((record.publisher, raw))
+        # all of it at once, so each sender's mail is taken in seq order whatever the page order
+        self._apply(self.receiver.receive_batch(opened, self.clock()), "mailbox")
+        return len(opened)
 
     async def _deposit(self, entry: OutboxEntry) -> str:
         """Seal a message into the recipient's mailbox; returns an error, or "" when stored."""

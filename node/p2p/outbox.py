@@ -49,6 +49,25 @@ MIGRATIONS = [
         next_seq INTEGER NOT NULL
     );
     """,
+    # a message is known by (sender, id): ids are visible in the DHT on sealed mail, so a peer
+    # that copied one must not make another sender's message a "duplicate"
+    """
+    CREATE TABLE inbox2 (
+        id TEXT NOT NULL,
+        sender BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        received REAL NOT NULL,
+        via TEXT NOT NULL,
+        PRIMARY KEY (sender, id)
+    );
+    INSERT INTO inbox2 SELECT id, sender, seq, kind, raw, received, via FROM inbox;
+    DROP TABLE inbox;
+    ALTER TABLE inbox2 RENAME TO inbox;
+    CREATE INDEX inbox_sender ON inbox (sender, seq);
+    CREATE INDEX inbox_received ON inbox (received);
+    """,
 ]
 
 
@@ -184,12 +203,18 @@ class Outbox:
 
     # -- incoming ------------------------------------------------------------------------------
 
-    def load_receiver_state(self, seen_limit: int = 10_000) -> tuple[dict[bytes, int], list[str]]:
+    def load_receiver_state(self, seen_limit: int = 10_000
+                            ) -> tuple[dict[bytes, int], list[tuple[bytes, str]]]:
+        """Each sender's next seq, and the (sender, id) of the latest delivered messages."""
         next_seq = {r["sender"]: int(r["next_seq"]) for r in
                     self.db.query("SELECT sender, next_seq FROM inbox_senders")}
-        seen = [r["id"] for r in self.db.query(
-            "SELECT id FROM inbox ORDER BY received DESC LIMIT ?", (seen_limit,))]
+        seen = [(r["sender"], r["id"]) for r in self.db.query(
+            "SELECT sender, id FROM inbox ORDER BY received DESC LIMIT ?", (seen_limit,))]
         return next_seq, seen[::-1]
+
+    def was_delivered(self, sender: bytes, msg_id: str) -> bool:
+        return self.db.query_one("SELECT 1 FROM inbox WHERE sender=? AND id=?",
+                                 (sender, msg_id)) is not None
 
     def store_delivered(self, msg_id: str, sender: bytes, seq: int, kind: str, raw: bytes,
                         via: str, now: float | None = None) -> bool:

@@ -2,17 +2,26 @@
 
 `Receiver.receive(remote, raw, now)` returns events for the shell to carry out. Messages from one
 sender are delivered in `seq` order; a gap is held open for `gap_timeout` seconds (the sender's
-outbox retries the missing one) and then skipped. A message is acknowledged only once delivered.
+outbox retries the missing one, and `GapOpened` tells the shell to look in the mailbox) and then
+skipped. A message is acknowledged only once delivered.
+
+A duplicate is a message whose (sender, id) was delivered before: the recent ones are in memory,
+older ones are asked of `delivered(sender, id)` (the shell's inbox lookup). A message below the
+sender's next seq that was never delivered is one a skipped gap left behind: it is delivered
+late, never dropped, because an ack means it was stored. `receive_batch` opens a batch (a mailbox
+fetch) first and feeds it in (sender, seq) order, so mail read in any order arrives in order.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from p2pmarket.wire.messages import Ack, Message, MessageError, open_message
 
 MAX_SEEN = 100_000
+GAP_TIMEOUT = 900.0  # longer than the sender's mailbox recheck (600 s), so its direct retry lands
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +48,15 @@ class Violation:
     reason: str
 
 
-Event = Deliver | SendAck | AckReceived | Violation
+@dataclass(frozen=True, slots=True)
+class GapOpened:
+    """Messages from `sender` wait for a missing one (seq `missing`): it may be in the mailbox."""
+
+    sender: bytes
+    missing: int
+
+
+Event = Deliver | SendAck | AckReceived | Violation | GapOpened
 
 
 @dataclass(slots=True)
@@ -49,15 +66,21 @@ class _Sender:
     gap_since: float | None = None
 
 
+def _never(sender: bytes, msg_id: str) -> bool:
+    return False
+
+
 class Receiver:
     def __init__(self, me: bytes, *, next_seq: dict[bytes, int] | None = None,
-                 seen: list[str] | None = None, max_held: int = 256,
-                 gap_timeout: float = 120.0) -> None:
+                 seen: Iterable[tuple[bytes, str]] = (), max_held: int = 256,
+                 gap_timeout: float = GAP_TIMEOUT,
+                 delivered: Callable[[bytes, str], bool] = _never) -> None:
         self.me = me
         self.max_held, self.gap_timeout = max_held, gap_timeout
+        self._delivered = delivered
         self._senders: dict[bytes, _Sender] = {
             s: _Sender(next_seq=n) for s, n in (next_seq or {}).items()}
-        self._seen: OrderedDict[str, None] = OrderedDict.fromkeys(seen or [])
+        self._seen: OrderedDict[tuple[bytes, str], None] = OrderedDict.fromkeys(seen)
 
     def next_seq(self, sender: bytes) -> int:
         state = self._senders.get(sender)
@@ -72,16 +95,46 @@ class Receiver:
         if isinstance(message.body, Ack):
             return [AckReceived(message.sender, message.body.ids)]
         state = self._senders.setdefault(message.sender, _Sender())
-        if message.id in self._seen or message.seq < state.next_seq:
+        if self._was_delivered(message):
             return [SendAck(message.sender, (message.id,))]  # a retry: it was delivered
+        if message.seq < state.next_seq:  # left behind by a skipped gap: deliver it late
+            self._remember(message.sender, message.id)
+            return [Deliver(message, raw), SendAck(message.sender, (message.id,))]
         if message.seq > state.next_seq:
+            opened = state.gap_since is None
             state.held.setdefault(message.seq, (message, raw))
-            if state.gap_since is None:
+            if opened:
                 state.gap_since = now
             if len(state.held) > self.max_held:
                 return self._skip_gap(state)
-            return []
+            return [GapOpened(message.sender, state.next_seq)] if opened else []
         return self._deliver_from(state, message, raw)
+
+    def receive_batch(self, items: Iterable[tuple[bytes, bytes]], now: float) -> list[Event]:
+        """Messages read together (`(remote, raw)` pairs): each sender's in seq order."""
+        events: list[Event] = []
+        opened: list[tuple[tuple[bytes, int], bytes, bytes]] = []
+        for remote, raw in items:
+            try:
+                message = open_message(raw, sender=remote, recipient=self.me)
+            except MessageError as exc:
+                events.append(Violation(remote, f"{type(exc).__name__}: {exc}"))
+                continue
+            opened.append(((message.sender, message.seq), remote, raw))
+        opened.sort(key=lambda item: item[0])
+        for _, remote, raw in opened:
+            events += self.receive(remote, raw, now)
+        # a gap the batch itself filled is not worth a mailbox look
+        return [e for e in events if not isinstance(e, GapOpened)
+                or self._senders[e.sender].gap_since is not None]
+
+    def _was_delivered(self, message: Message) -> bool:
+        key = (message.sender, message.id)
+        if key in self._seen:
+            return True
+        if message.seq >= self.next_seq(message.sender):
+            return False  # nothing at or above the next seq was delivered yet
+        return self._delivered(message.sender, message.id)
 
     def tick(self, now: float) -> list[Event]:
         """Skip gaps that stayed open too long (the missing message is not coming)."""
@@ -100,7 +153,7 @@ class Receiver:
         delivered: list[Event] = []
         ids: list[str] = []
         while True:
-            self._remember(message.id)
+            self._remember(message.sender, message.id)
             delivered.append(Deliver(message, raw))
             ids.append(message.id)
             state.next_seq = message.seq + 1
@@ -113,7 +166,7 @@ class Receiver:
             del state.held[seq]
         return [*delivered, SendAck(message.sender, tuple(ids))]
 
-    def _remember(self, msg_id: str) -> None:
-        self._seen[msg_id] = None
+    def _remember(self, sender: bytes, msg_id: str) -> None:
+        self._seen[(sender, msg_id)] = None
         while len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.p2p.framing import FrameDecoder, FrameTooLarge, encode_frame
-from node.p2p.receiver import AckReceived, Deliver, Receiver, SendAck, Violation
+from node.p2p.receiver import AckReceived, Deliver, GapOpened, Receiver, SendAck, Violation
 from node.p2p.seal import SealError, encryption_key, encryption_public, seal, unseal
 from p2pmarket.identity import Identity
 from p2pmarket.wire.messages import (
@@ -73,7 +73,8 @@ def test_message_checks() -> None:
 def test_receiver_orders_and_deduplicates() -> None:
     rx = Receiver(BOB.public, gap_timeout=10)
     msgs = [chat(seq) for seq in range(1, 6)]
-    assert rx.receive(ALICE.public, msgs[2][1], 0.0) == []  # 3 before 1, 2: held
+    # 3 before 1, 2: held, and the shell is told to look in the mailbox once
+    assert rx.receive(ALICE.public, msgs[2][1], 0.0) == [GapOpened(ALICE.public, 1)]
     assert rx.receive(ALICE.public, msgs[1][1], 0.0) == []
     events = rx.receive(ALICE.public, msgs[0][1], 0.0)
     delivered = [e.message.seq for e in events if isinstance(e, Deliver)]
@@ -87,12 +88,52 @@ def test_receiver_skips_a_gap_after_timeout() -> None:
     rx = Receiver(BOB.public, gap_timeout=10)
     msgs = [chat(seq) for seq in range(1, 4)]
     rx.receive(ALICE.public, msgs[0][1], 0.0)
-    assert rx.receive(ALICE.public, msgs[2][1], 1.0) == []  # 2 is missing
+    assert rx.receive(ALICE.public, msgs[2][1], 1.0) == [GapOpened(ALICE.public, 2)]
     assert rx.tick(5.0) == []
     events = rx.tick(11.0)
     assert [e.message.seq for e in events if isinstance(e, Deliver)] == [3]
-    late = rx.receive(ALICE.public, msgs[1][1], 12.0)  # too late: acked, not delivered
-    assert late == [SendAck(ALICE.public, (msgs[1][0],))]
+    # the skipped one arrives after all: delivered late, never acknowledged unread (an ack
+    # means stored; this was the loss of issue 16)
+    late = rx.receive(ALICE.public, msgs[1][1], 12.0)
+    assert [type(e) for e in late] == [Deliver, SendAck]
+    assert late[0].message.seq == 2 and late[1] == SendAck(ALICE.public, (msgs[1][0],))  # type: ignore[union-attr]
+    # and a retry of it now is a duplicate
+    assert rx.receive(ALICE.public, msgs[1][1], 13.0) == [SendAck(ALICE.public, (msgs[1][0],))]
+
+
+def test_receiver_asks_the_inbox_about_old_messages() -> None:
+    """What fell out of the in-memory window is asked of the inbox, by (sender, id)."""
+    kept = {(ALICE.public, "x")}
+    first = chat(1)
+    kept.add((ALICE.public, first[0]))
+    rx = Receiver(BOB.public, next_seq={ALICE.public: 5},
+                  delivered=lambda sender, msg_id: (sender, msg_id) in kept)
+    assert rx.receive(ALICE.public, first[1], 0.0) == [SendAck(ALICE.public, (first[0],))]
+    never = chat(2)  # below the next seq but never delivered: a skipped gap's message
+    assert isinstance(rx.receive(ALICE.public, never[1], 0.0)[0], Deliver)
+
+
+def test_a_copied_id_is_not_a_duplicate_of_another_senders_message() -> None:
+    """Mail ids are visible in the DHT: Mallory reusing one must not shadow Alice's message."""
+    rx = Receiver(BOB.public)
+    alice_id, alice_raw = chat(1)
+    _, mallory_raw = sign_message(MALLORY, BOB.public, Chat(conversation="conv-0001", text="x"),
+                                  seq=1, msg_id=alice_id)
+    assert isinstance(rx.receive(MALLORY.public, mallory_raw, 0.0)[0], Deliver)
+    assert isinstance(rx.receive(ALICE.public, alice_raw, 0.0)[0], Deliver)
+
+
+def test_a_batch_is_taken_in_seq_order() -> None:
+    """A mailbox fetch reads mail in page order (random ids): it is delivered in seq order."""
+    rx = Receiver(BOB.public)
+    msgs = [chat(seq) for seq in range(1, 41)]
+    mixed = msgs[:]
+    random.Random(3).shuffle(mixed)
+    events = rx.receive_batch([(ALICE.public, raw) for _, raw in mixed], 0.0)
+    assert [e.message.seq for e in events if isinstance(e, Deliver)] == list(range(1, 41))
+    assert not any(isinstance(e, GapOpened) for e in events)  # the batch filled its own gaps
+    rest = rx.receive_batch([(ALICE.public, chat(43)[1]), (ALICE.public, b"junk")], 1.0)
+    assert [type(e) for e in rest] == [Violation, GapOpened]
 
 
 def test_receiver_violations_and_acks() -> None:
@@ -107,9 +148,9 @@ def test_receiver_violations_and_acks() -> None:
 
 
 def test_receiver_state_restores() -> None:
-    rx = Receiver(BOB.public, next_seq={ALICE.public: 3})
-    _, old = chat(2)
-    assert isinstance(rx.receive(ALICE.public, old, 0.0)[0], SendAck)
+    old_id, old = chat(2)
+    rx = Receiver(BOB.public, next_seq={ALICE.public: 3}, seen=[(ALICE.public, old_id)])
+    assert rx.receive(ALICE.public, old, 0.0) == [SendAck(ALICE.public, (old_id,))]
     _, new = chat(3)
     assert isinstance(rx.receive(ALICE.public, new, 0.0)[0], Deliver)
 
@@ -121,3 +162,21 @@ def test_seal_round_trip_and_wrong_key() -> None:
         unseal(encryption_key(ALICE), eph, nonce, ct)
     with pytest.raises(SealError):
         unseal(encryption_key(BOB), eph, nonce, ct[:-1] + bytes([ct[-1] ^ 1]))
+
+
+def test_inbox_of_an_older_database_keeps_its_messages_by_sender_and_id() -> None:
+    """Migration 2 re-keys the inbox by (sender, id); what version 1 kept is still known."""
+    from node.p2p.outbox import MIGRATIONS, Outbox
+    from p2pmarket.storage import Database
+
+    db = Database.open(":memory:")
+    db.migrate("p2p", MIGRATIONS[:1])
+    msg_id, raw = chat(1)
+    db.execute("INSERT INTO inbox VALUES (?,?,?,?,?,?,?)",
+               (msg_id, ALICE.public, 1, "chat", raw, 1.0, "direct"))
+    outbox = Outbox(db)
+    assert outbox.was_delivered(ALICE.public, msg_id)
+    assert not outbox.was_delivered(MALLORY.public, msg_id)
+    # another sender's message under the same id is a different message
+    assert outbox.store_delivered(msg_id, MALLORY.public, 1, "chat", raw, "direct", now=2.0)
+    assert outbox.load_receiver_state()[1] == [(ALICE.public, msg_id), (MALLORY.public, msg_id)]
