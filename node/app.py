@@ -106,6 +106,8 @@ class Node:
         self.ready.set()
         while True:  # keep our peer record (addresses, encryption key) fresh
             published = self.dht.contact_count() > 0 and await self.peers.publish()
+            if published:  # and put out what was saved while no peer could store it
+                await self.listings.publish_pending()
             await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
 
     async def close(self) -> None:

@@ -97,7 +97,8 @@ def image_out(ref: BodyImageRef) -> s.ImageRef:
     return s.ImageRef(sha256=ref.sha256.hex(), mime=ref.mime, size=ref.size)
 
 
-def listing_out(record: Record[Listing], me: bytes) -> s.ListingOut:
+def listing_out(record: Record[Listing], me: bytes, published_at: float | None = None
+                ) -> s.ListingOut:
     body = record.body
     return s.ListingOut(
         publisher=pid(record.publisher), id=body.id, seq=record.seq, created=record.created,
@@ -106,7 +107,8 @@ def listing_out(record: Record[Listing], me: bytes) -> s.ListingOut:
         category=body.category, condition=body.condition, quantity=body.quantity,
         location=body.location, shipping=list(body.shipping),
         images=[image_out(i) for i in body.images], tags=list(body.tags),
-        arbiters=[pid(a) for a in body.arbiters], escrow=body.escrow)
+        arbiters=[pid(a) for a in body.arbiters], escrow=body.escrow,
+        published_at=published_at)
 
 
 def hit_out(hit: Hit, me: bytes) -> s.SearchHit:

@@ -50,6 +50,12 @@ MIGRATIONS = [
         updated REAL NOT NULL
     );
     """,
+    # when a DHT node last stored the current version; NULL: not stored anywhere yet (no peers,
+    # or the node stopped between the commit and the publish), so it goes out when it can
+    """
+    ALTER TABLE my_listings ADD COLUMN published REAL;
+    UPDATE my_listings SET published = updated;
+    """,
 ]
 PUBLISH_CONCURRENCY = 8
 GONE_TTL = 86_400
@@ -155,6 +161,23 @@ class Listings:
         return await self.edit(listing_id,
                                ListingChange(quantity=current.body.quantity + quantity))
 
+    def published_at(self, listing_id: str) -> float | None:
+        """When a DHT node last stored this listing's current version (None: not yet)."""
+        row = self.db.query_one("SELECT published FROM my_listings WHERE id=?", (listing_id,))
+        return None if row is None or row["published"] is None else float(row["published"])
+
+    def unpublished(self) -> list[Record[Listing]]:
+        rows = self.db.query(
+            "SELECT raw FROM my_listings WHERE deleted=0 AND published IS NULL ORDER BY updated")
+        return [stored_listing(r["raw"]) for r in rows]
+
+    async def publish_pending(self) -> int:
+        """Publish what was saved but never stored anywhere; returns how many went out."""
+        done = 0
+        for record in self.unpublished():
+            done += await self._publish_mine(record)
+        return done
+
     def find(self, listing_id: str) -> Record[Listing] | None:
         try:
             return self.get(listing_id)
@@ -185,13 +208,22 @@ class Listings:
         except RecordError as exc:
             raise ListingInvalid(str(exc)) from exc
         self.db.execute(
-            "INSERT INTO my_listings (id, seq, raw, updated) VALUES (?,?,?,?) "
+            "INSERT INTO my_listings (id, seq, raw, updated, published) VALUES (?,?,?,?,NULL) "
             "ON CONFLICT (id) DO UPDATE SET seq=excluded.seq, raw=excluded.raw, "
-            "updated=excluded.updated, deleted=0", (listing.id, seq, record.raw, time.time()))
+            "updated=excluded.updated, deleted=0, published=NULL",
+            (listing.id, seq, record.raw, time.time()))
         if old is not None:
             self._forget_terms(old, keep=listing_terms(listing))
-        await self.publish(record)
+        await self._publish_mine(record)
         return record
+
+    async def _publish_mine(self, record: Record[Listing]) -> bool:
+        """Publish one of mine and note when it was stored (only if still the current version)."""
+        if not await self.publish(record):
+            return False
+        self.db.execute("UPDATE my_listings SET published=? WHERE id=? AND seq=?",
+                        (time.time(), record.body.id, record.seq))
+        return True
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -204,12 +236,13 @@ class Listings:
             seq=record.seq, created=record.created, ttl=ttl)
             for scope, term in listing_terms(listing)]
 
-    async def publish(self, record: Record[Listing]) -> int:
-        """Put the listing and its index entries; returns how many of them were stored."""
+    async def publish(self, record: Record[Listing]) -> bool:
+        """Put the listing and its index entries; True when the listing itself was stored."""
         results = await self._put_all([record, *self.index_entries(record)])
         if not results[0]:
-            log.warning("listing %s was not stored anywhere (no DHT peers?)", record.body.id)
-        return sum(results)
+            log.warning("listing %s was not stored anywhere (no DHT peers?); it goes out when "
+                        "the node has peers", record.body.id)
+        return results[0]
 
     async def _put_all(self, records: Sequence[AnyRecord], remember: bool = True) -> list[bool]:
         async def put(rec: AnyRecord) -> bool:

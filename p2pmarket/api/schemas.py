@@ -209,6 +209,9 @@ class ListingOut(Wire, frozen=True):
     tags: list[str]
     arbiters: list[PeerId]
     escrow: EscrowTerms
+    # mine: when a DHT node last stored this version; null while no peer has stored it (the
+    # node keeps trying). Always null for others' listings.
+    published_at: float | None = None
 
 
 class ListingQuery(Paging, frozen=True):

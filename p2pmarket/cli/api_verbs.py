@@ -173,7 +173,11 @@ def cmd_listing_create(args: argparse.Namespace, _h: object) -> int:
         out(listing)
     else:
         print(listing.id)
-        print(f"published: {listing_line(listing)}", file=sys.stderr)
+        if listing.published_at is None:
+            print(f"saved, NOT published yet: no DHT peer stored it; the node keeps trying "
+                  f"(see `p2pmarket listing list`): {listing_line(listing)}", file=sys.stderr)
+        else:
+            print(f"published: {listing_line(listing)}", file=sys.stderr)
     return 0
 
 
@@ -186,8 +190,9 @@ def cmd_listing_list(args: argparse.Namespace, _h: object) -> int:
         out(listings)
         return 0
     for item in listings:
+        pending = "" if item.published_at is not None else "  (not published yet)"
         print(f"{item.id:<24} {money(item.price.amount, item.price.currency):>16}  "
-              f"{item.quantity:>3}x  {item.title}")
+              f"{item.quantity:>3}x  {item.title}{pending}")
     if not listings:
         print("no listings yet (p2pmarket listing create ...)", file=sys.stderr)
     return 0

@@ -66,32 +66,35 @@ async def find_listing(node: Node, publisher: bytes, listing_id: str, *,
 # -- my listings ---------------------------------------------------------------------------------
 
 
+def mine_out(node: Node, record: Record[Listing]) -> s.ListingOut:
+    return listing_out(record, node.identity.public, node.listings.published_at(record.body.id))
+
+
 @routes.get("/listings", name="listMyListings", summary="My listings, newest change first",
             query=s.Paging, response=s.Page[s.ListingOut])
 async def list_my_listings(call: Call) -> s.Page[s.ListingOut]:
     node = call.node
     items, token = page(node.listings.mine(), call.query(s.Paging))
-    me = node.identity.public
-    return s.Page[s.ListingOut](items=[listing_out(r, me) for r in items], next_page_token=token)
+    return s.Page[s.ListingOut](items=[mine_out(node, r) for r in items], next_page_token=token)
 
 
 @routes.post("/listings", name="createListing", summary="Publish a new listing",
              body=s.ListingFields, response=s.ListingOut, status=201, errors=(409,))
 async def create_listing(call: Call) -> Reply:
-    """Signs the listing and publishes it with its search-index entries."""
+    """Signs the listing and publishes it with its search-index entries. It is saved even when
+    no DHT peer stores it (`published_at` null); the node then keeps trying."""
     fields = call.body(s.ListingFields)
     check_category(fields.category)
     node = call.node
     record = await node.listings.create(listing_body(fields))
-    return created(listing_out(record, node.identity.public),
-                   f"/api/v1/listings/{record.body.id}")
+    return created(mine_out(node, record), f"/api/v1/listings/{record.body.id}")
 
 
 @routes.get("/listings/{listing_id}", name="getMyListing", summary="One of my listings",
             response=s.ListingOut)
 async def get_my_listing(call: Call) -> s.ListingOut:
     node = call.node
-    return listing_out(node.listings.get(call.path("listing_id")), node.identity.public)
+    return mine_out(node, node.listings.get(call.path("listing_id")))
 
 
 @routes.patch("/listings/{listing_id}", name="editListing", summary="Change one of my listings",
@@ -102,7 +105,7 @@ async def edit_listing(call: Call) -> s.ListingOut:
     check_category(patch.category)
     node = call.node
     record = await node.listings.edit(call.path("listing_id"), listing_change(patch))
-    return listing_out(record, node.identity.public)
+    return mine_out(node, record)
 
 
 @routes.delete("/listings/{listing_id}", name="deleteListing", summary="Delete one of my listings")
