@@ -59,7 +59,9 @@ class Client(MarketMethods, TradeMethods):
     def from_datadir(cls, datadir: Path | str, **kw: Any) -> Client:
         """The node running on `datadir`: its URL from `api.url`, its token from `api.cookie`."""
         url, token = read_datadir(datadir)
-        return cls(url, token, **kw)
+        client = cls(url, token, **kw)
+        client.datadir = Path(datadir).expanduser()
+        return client
 
     async def events(self, *, last_event_id: int | None = None, types: Iterable[str] = (),
                      reconnect: bool = False) -> AsyncGenerator[Event, None]:
@@ -73,6 +75,10 @@ class Client(MarketMethods, TradeMethods):
                     yield event
             except NodeUnreachable:
                 if not reconnect:
+                    raise
+                self.reread()  # a restarted node: new port and token
+            except ApiError as exc:
+                if not (reconnect and exc.status == 401 and self.reread()):
                     raise
             if not reconnect:
                 return

@@ -26,7 +26,12 @@ class ClientError(Exception):
 
 
 class NodeUnreachable(ClientError):
-    """No node answers: not running, or the data dir has no API cookie."""
+    """No node answers: not running, or the data dir has no API cookie. `sent` is False when
+    the request never left (the connection was refused), so repeating it cannot repeat it."""
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ApiError(ClientError):
@@ -86,12 +91,17 @@ def as_struct(value: S | Mapping[str, Any], kind: type[S]) -> S:
     return value if isinstance(value, kind) else msgspec.convert(value, kind)
 
 
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+
 class Transport:
     """Talks to one node: `Transport(url, token)`; use as an async context manager."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 120.0,
                  session: aiohttp.ClientSession | None = None) -> None:
         self.url, self.token = url.rstrip("/"), token
+        # set by `Client.from_datadir`: where to re-read the URL and token after a node restart
+        self.datadir: Path | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._own_session = session is None
@@ -117,10 +127,46 @@ class Transport:
     def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **(extra or {})}
 
+    def reread(self) -> bool:
+        """After a 401 or a lost connection: re-read `api.url` and `api.cookie` (a restarted
+        node has a new token, maybe a new port). True when they changed, so a retry can work."""
+        if self.datadir is None:
+            return False
+        try:
+            url, token = read_datadir(self.datadir)
+        except NodeUnreachable:
+            return False  # stopped, or still starting: the caller's error stands
+        url = url.rstrip("/")
+        if (url, token) == (self.url, self.token):
+            return False
+        self.url, self.token = url, token
+        return True
+
     async def request(self, method: str, path: str, *, query: msgspec.Struct | None = None,
                       body: msgspec.Struct | None = None, headers: Mapping[str, str] | None = None,
                       timeout: float | None = None) -> tuple[int, bytes, str]:
-        """(status, body, content type) of a successful answer; raises on a problem."""
+        """(status, body, content type) of a successful answer; raises on a problem.
+
+        A client made with `from_datadir` follows a node restart: on a 401 or a refused
+        connection it re-reads the data dir's API files and, when they changed, asks once more
+        (after a connection that broke mid-request only for methods that are safe to repeat).
+        """
+        try:
+            return await self._request(method, path, query=query, body=body, headers=headers,
+                                       timeout=timeout)
+        except ApiError as exc:
+            if exc.status != 401 or not self.reread():  # a 401 was not acted on: safe to retry
+                raise
+        except NodeUnreachable as exc:
+            # a POST may have been carried out before the connection broke: never sent twice
+            if (exc.sent and method not in IDEMPOTENT) or not self.reread():
+                raise
+        return await self._request(method, path, query=query, body=body, headers=headers,
+                                   timeout=timeout)
+
+    async def _request(self, method: str, path: str, *, query: msgspec.Struct | None,
+                       body: msgspec.Struct | None, headers: Mapping[str, str] | None,
+                       timeout: float | None) -> tuple[int, bytes, str]:
         data = None
         extra = dict(headers or {})
         if method in ("POST", "PUT", "PATCH") or body is not None:
@@ -136,7 +182,9 @@ class Transport:
                     raise api_error(resp.status, raw)
                 return resp.status, raw, resp.content_type
         except aiohttp.ClientConnectionError as exc:
-            raise NodeUnreachable(f"cannot reach the node at {self.url}: {exc}") from exc
+            sent = not isinstance(exc, aiohttp.ClientConnectorError)
+            raise NodeUnreachable(f"cannot reach the node at {self.url}: {exc}",
+                                  sent=sent) from exc
 
     async def call(self, method: str, path: str, kind: type[T], *,
                    query: msgspec.Struct | None = None, body: msgspec.Struct | None = None
