@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
-SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+SCRIPTS = sorted(f"bench/{p.name}" for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 RUN_TIMEOUT = 100  # seconds; a --tiny run takes a few (pytest's own timeout is 120)
 RATIO_SLACK = 0.005 + 1e-9  # ratios are rounded to 2 to 4 digits
 
@@ -54,7 +54,7 @@ RECALL = LATENCY | {"recall", "recall_min", "queries_full_recall"}
 UDP = frozenset({"udp_drops", "build_udp_drops", "store_udp_drops", "queries_udp_drops"})
 
 SMOKE: dict[str, Smoke] = {
-    "api.py": Smoke(
+    "bench/api.py": Smoke(
         ("--tiny",),
         {"": {"listing_get", "search_cached", "baseline", "ratios", "setup"},
          "listing_get": API_TARGET, "search_cached": API_TARGET,
@@ -65,18 +65,18 @@ SMOKE: dict[str, Smoke] = {
                    "search_bytes", "cores", "load_generator"}},
         {"ratios.listing_get_vs_baseline": ("listing_get.rps", "baseline.listing.rps"),
          "ratios.search_cached_vs_baseline": ("search_cached.rps", "baseline.search.rps")}),
-    "channel_rtt.py": Smoke(
+    "bench/channel_rtt.py": Smoke(
         ("--tiny",),
         {"": {"n", "size", "connect_ms", "channel", "raw", "ratio_p50", "ratio_p99"},
          "channel": RTT, "raw": RTT},
         {"ratio_p50": ("channel.p50_ms", "raw.p50_ms"),
          "ratio_p99": ("channel.p99_ms", "raw.p99_ms")}),
     # the baseline of channel_rtt.py: no ratio of its own
-    "channel_rtt_raw.py": Smoke(
+    "bench/channel_rtt_raw.py": Smoke(
         ("--tiny",),
         {"": {"n", "size", "connect_ms", "stream_open_ms", "p50_ms", "p99_ms", "mean_ms",
               "trio_p50_ms", "trio_p99_ms", "trio_mean_ms"}}),
-    "dht_lookup.py": Smoke(
+    "bench/dht_lookup.py": Smoke(
         ("--tiny",),
         {"": {"nodes", "keys", "latency_ms", "kill", "ours", "stock", "ratio_healthy_p50",
               "ratio_churn_p50", "gets", "killed", "concurrency", "seed", "quick", "loadavg",
@@ -89,7 +89,7 @@ SMOKE: dict[str, Smoke] = {
         {"ratio_healthy_p50": ("ours.healthy.p50_ms", "stock.healthy.p50_ms"),
          "ratio_churn_p50": ("ours.churn.p50_ms", "stock.churn.p50_ms")},
         UDP | {"loop_lag_p99_ms"}),
-    "escrow.py": Smoke(
+    "bench/escrow.py": Smoke(
         ("--tiny",),
         {"": {"trades", "poll_s", "amount_sats", "setup_s", "nodes_ms", "first_trade_ms",
               "baseline_ms", "ratio_total", "cpus", "loadavg"},
@@ -97,7 +97,7 @@ SMOKE: dict[str, Smoke] = {
          "baseline_ms": {"key_exchange_and_funding_sent", "funding_seen",
                          "release_signed_and_broadcast", "total"}},
         {"ratio_total": ("nodes_ms.total", "baseline_ms.total")}),
-    "node_start.py": Smoke(
+    "bench/node_start.py": Smoke(
         ("--tiny",),
         {"": {"empty", "cached", "baseline", "ratio_ready_empty", "ratio_ready_cached",
               "targets"},
@@ -105,7 +105,7 @@ SMOKE: dict[str, Smoke] = {
          "baseline": {"ready_s", "rss_mb"}, "targets": {"ready_s", "rss_mb"}},
         {"ratio_ready_empty": ("empty.ready_s", "baseline.ready_s"),
          "ratio_ready_cached": ("cached.ready_s", "baseline.ready_s")}),
-    "search.py": Smoke(
+    "bench/search.py": Smoke(
         ("--tiny",),
         {"": {"nodes", "listings", "sellers", "queries", "page_size", "ksize", "publish", "cold",
               "warm", "local_fts", "baseline", "ratio_cold_p50", "ratio_cold_p99",
@@ -133,7 +133,7 @@ SMOKE: dict[str, Smoke] = {
          "ratio_local_fts_p50": ("local_fts.p50_ms", "baseline.like_scan.p50_ms"),
          "ratio_local_fts_p99": ("local_fts.p99_ms", "baseline.like_scan.p99_ms")},
         UDP),
-    "tui_render.py": Smoke(
+    "bench/tui_render.py": Smoke(
         ("--tiny",),
         {"": {"rows", "runs", "first_screen", "search_to_table", "baseline_bare_table",
               "ratio_p50", "loadavg"},
@@ -167,11 +167,11 @@ def bad_values(value: Any, nullable: frozenset[str], path: str = "") -> Iterator
 
 
 def run_tiny(script: str, spec: Smoke) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, str(BENCH / script), *spec.args], cwd=ROOT,
+    proc = subprocess.run([sys.executable, str(ROOT / script), *spec.args], cwd=ROOT,
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert proc.returncode == 0, f"bench/{script} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stderr[-4000:]}"
     result = json.loads(proc.stdout)  # one JSON object and nothing else on stdout
-    assert isinstance(result, dict), f"bench/{script} printed {type(result).__name__}"
+    assert isinstance(result, dict), f"{script} printed {type(result).__name__}"
     return result
 
 
@@ -182,7 +182,7 @@ def test_every_entry_names_a_script() -> None:
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bench_runs_tiny(script: str) -> None:
     spec = SMOKE.get(script)
-    assert spec is not None, f"bench/{script} has no SMOKE entry: give it tiny flags and keys"
+    assert spec is not None, f"{script} has no SMOKE entry: give it tiny flags and keys"
     result = run_tiny(script, spec)
     for path, keys in spec.keys.items():
         section = at(result, path)
