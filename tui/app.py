@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.notifications import SeverityLevel
 
-from p2pmarket.client import ClientError, Event
+from p2pmarket.client import ClientError, Event, NodeUnreachable
 from tui.format import describe_error, short
 from tui.screens.disputes import DisputesScreen
 from tui.screens.inbox import InboxScreen
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NODE_CHECK_EVERY = 5.0  # seconds between status checks (a stopped node shows in the header)
 
 
 class ScreensProvider(Provider):
@@ -65,6 +66,7 @@ class MarketApp(App[None]):
         self.client = client
         self.live = live
         self.status: NodeStatus | None = None
+        self.node_down = False  # the last status check found no node (it stopped)
 
     def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
                timeout: float | None = None, markup: bool = True) -> None:
@@ -74,6 +76,7 @@ class MarketApp(App[None]):
 
     def on_mount(self) -> None:
         self.load_status()
+        self.set_interval(NODE_CHECK_EVERY, self.check_node)
 
     async def on_unmount(self) -> None:
         try:
@@ -91,6 +94,32 @@ class MarketApp(App[None]):
         self.sub_title = short(self.status.peer_id or "") + f" · {self.status.state}"
         if self.live:
             self.watch_events(self.status.last_event_id)
+
+    @work(exclusive=True, group="node-check")
+    async def check_node(self) -> None:
+        """Say so when the node stops, and pick it up again when it is back (a restarted node
+        has a new token and maybe a new port: the client re-reads them)."""
+        try:
+            status = await self.client.get_status()
+        except NodeUnreachable:
+            if not self.node_down:
+                self.node_down = True
+                peer = self.status.peer_id if self.status else None
+                self.sub_title = short(peer or "") + " · node stopped — waiting"
+                self.notify("The node stopped. Waiting for it to come back…", title="Node",
+                            severity="warning", timeout=10)
+            return
+        except ClientError as exc:  # the node answers, with a problem
+            log.warning("status check: %s", exc)
+            return
+        self.status = status
+        self.sub_title = short(status.peer_id or "") + f" · {status.state}"
+        if self.node_down:
+            self.node_down = False
+            self.notify("The node is back.", title="Node", timeout=5)
+            from tui.base import BaseScreen
+            if isinstance(self.screen, BaseScreen):
+                self.screen.reload()
 
     @work(exclusive=True, group="events")
     async def watch_events(self, last_event_id: int | None = None) -> None:

@@ -75,7 +75,9 @@ def run_cli(args: argparse.Namespace) -> int:
         return _fail(f"no node answers{where}: {describe_error(exc)}\n{hint}")
     path = _log_to_file(datadir)
     from tui.app import make_app
-    app = make_app(Client(url, token))
+    client = Client(url, token)
+    client.datadir = datadir  # re-read the token and URL when the node restarts
+    app = make_app(client)
     app.run()
     # a crash in the app is a traceback printed by Textual and return_code 1: exit with it
     code = app.return_code or 0

@@ -132,6 +132,30 @@ async def test_unreachable_node_is_a_notification() -> None:
         assert any("does not answer" in m for m in messages)
 
 
+async def test_a_node_that_stops_and_comes_back_shows_in_the_header() -> None:
+    """The header says the node stopped; when it answers again the app says so, and the
+    screen reads its data again by itself."""
+    fake = FakeClient()
+    app, _ = fake_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")  # Orders: a screen that reads the node when (re)loaded
+        await settle(app, pilot)
+        assert app.sub_title.endswith("· running")
+        fake.unreachable = True
+        app.check_node()
+        await settle(app, pilot)
+        assert app.node_down and app.sub_title.endswith("node stopped — waiting")
+        assert any("Waiting for it" in n.message for n in app._notifications)
+        fake.unreachable = False
+        before = len(fake.calls)
+        app.check_node()
+        await settle(app, pilot)
+        assert not app.node_down and app.sub_title.endswith("· running")
+        assert any("back" in n.message for n in app._notifications)
+        # the screen asked the node again (more than the status check)
+        assert len([c for c in fake.calls[before:] if c[0] != "get_status"]) > 0
+
+
 async def test_live_events_notify_and_refresh() -> None:
     event = Event(8, "order.changed", {"order": "order-0001", "state": "shipped",
                                        "kind": "shipped", "by": "seller"})
