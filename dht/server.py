@@ -26,7 +26,7 @@ from dht.rtt import RttEstimator
 from dht.storage import RecordStore
 from dht.validate import valid_records, validate_for_key
 from p2pmarket.identity import Identity
-from p2pmarket.wire.dhtkeys import is_multi, record_key, record_slot
+from p2pmarket.wire.dhtkeys import is_multi, record_key, record_slot, renews
 from p2pmarket.wire.records import AnyRecord, RecordError
 
 log = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ def _best_per_slot(records: Iterable[AnyRecord]) -> dict[tuple[bytes, str], AnyR
     for record in records:
         slot = record_slot(record)
         held = best.get(slot)
-        if held is None or record.seq > held.seq:
+        if held is None or record.seq > held.seq or renews(record, held):
             best[slot] = record
     return best
 

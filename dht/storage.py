@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from p2pmarket.storage import Database
-from p2pmarket.wire.dhtkeys import record_slot
-from p2pmarket.wire.records import AnyRecord
+from p2pmarket.wire.dhtkeys import record_slot, renews
+from p2pmarket.wire.records import AnyRecord, decode_record
 
 MIGRATIONS = [
     """
@@ -82,8 +82,15 @@ class RecordStore:
                 if record.seq < row["seq"]:
                     return PutResult.STALE
                 if record.seq == row["seq"]:
-                    if row["raw"] != record.raw:
+                    if row["raw"] != record.raw and not renews(record, decode_record(
+                            row["raw"], now=now_i, allow_expired=True, verified=True)):
                         return PutResult.CONFLICT
+                    if row["raw"] != record.raw:  # the same content, re-signed to live longer
+                        self.db.execute(
+                            "UPDATE dht_records SET raw=?, expires=?, stored_at=? WHERE key=? "
+                            "AND publisher=? AND member=?",
+                            (record.raw, record.expires, now_i, key, publisher, member))
+                        return PutResult.STORED
                     self.db.execute(
                         "UPDATE dht_records SET stored_at=? WHERE key=? AND publisher=? "
                         "AND member=?", (now_i, key, publisher, member))

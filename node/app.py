@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from dht.bootstrap import save_neighbours
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # how often to check our addresses (a relay reservation won or lost changes them); publish()
 # sends the peer record only when they changed or it is getting old
 PEER_RECORD_EVERY = 30.0
+RENEW_CHECK_EVERY = 600.0  # how often to look for own listings close to their expiry
 
 
 class Node:
@@ -104,10 +106,14 @@ class Node:
                 log.warning("no bootstrap peer answered (%d tried); retrying with backoff",
                             len(bootstrap))
         self.ready.set()
+        renewed_at = float("-inf")
         while True:  # keep our peer record (addresses, encryption key) fresh
             published = self.dht.contact_count() > 0 and await self.peers.publish()
             if published:  # and put out what was saved while no peer could store it
                 await self.listings.publish_pending()
+                if time.monotonic() - renewed_at >= RENEW_CHECK_EVERY:
+                    renewed_at = time.monotonic()
+                    await self.listings.renew()  # and re-sign what would expire soon
             await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
 
     async def close(self) -> None:

@@ -228,8 +228,9 @@ class ListingCache:
         return hits[:limit]
 
 
-def stored_listing(raw: bytes) -> Record[Listing]:
-    """A listing record this node verified before and kept in its own database."""
-    record = decode_record(raw, allow_expired=True, verified=True)
+def stored_listing(raw: bytes, now: float | None = None) -> Record[Listing]:
+    """A listing record this node verified before and kept in its own database (`now`: the
+    owner's clock, which judges "created in the future")."""
+    record = decode_record(raw, allow_expired=True, verified=True, now=now)
     assert isinstance(record.body, Listing)
     return record  # type: ignore[return-value]

@@ -12,7 +12,7 @@ import base64
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -59,6 +59,8 @@ MIGRATIONS = [
 ]
 PUBLISH_CONCURRENCY = 8
 GONE_TTL = 86_400
+# a listing is re-signed (same seq and content, a new lifetime) this long before it expires
+RENEW_BEFORE = 7 * 86_400
 
 
 class ListingError(Exception):
@@ -108,8 +110,9 @@ def build_listing(fields: dict[str, Any]) -> Listing:
 
 
 class Listings:
-    def __init__(self, identity: Identity, db: Database, dht: DhtNode) -> None:
-        self.identity, self.db, self.dht = identity, db, dht
+    def __init__(self, identity: Identity, db: Database, dht: DhtNode, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.identity, self.db, self.dht, self.clock = identity, db, dht, clock
         db.migrate("listings", MIGRATIONS)
         self._limit = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
@@ -120,11 +123,11 @@ class Listings:
                                 (listing_id,))
         if row is None:
             raise ListingNotFound(f"no listing {listing_id!r} of yours")
-        return stored_listing(row["raw"])
+        return stored_listing(row["raw"], self.clock())
 
     def mine(self) -> list[Record[Listing]]:
         rows = self.db.query("SELECT raw FROM my_listings WHERE deleted=0 ORDER BY updated DESC")
-        return [stored_listing(r["raw"]) for r in rows]
+        return [stored_listing(r["raw"], self.clock()) for r in rows]
 
     # -- changes -------------------------------------------------------------------------------
 
@@ -169,7 +172,7 @@ class Listings:
     def unpublished(self) -> list[Record[Listing]]:
         rows = self.db.query(
             "SELECT raw FROM my_listings WHERE deleted=0 AND published IS NULL ORDER BY updated")
-        return [stored_listing(r["raw"]) for r in rows]
+        return [stored_listing(r["raw"], self.clock()) for r in rows]
 
     async def publish_pending(self) -> int:
         """Publish what was saved but never stored anywhere; returns how many went out."""
@@ -177,6 +180,23 @@ class Listings:
         for record in self.unpublished():
             done += await self._publish_mine(record)
         return done
+
+    async def renew(self) -> int:
+        """Re-sign and publish my listings (and their index entries) that expire within
+        RENEW_BEFORE, or already did while the node was off: same seq and content, a new
+        lifetime, so they stay findable as long as the node runs. Returns how many."""
+        now = self.clock()
+        renewed = 0
+        for current in self.mine():
+            if current.expires - now > RENEW_BEFORE:
+                continue
+            record = sign_record(self.identity, current.body, seq=current.seq,
+                                 created=int(now))
+            self.db.execute("UPDATE my_listings SET raw=?, published=NULL WHERE id=? AND seq=?",
+                            (record.raw, current.body.id, current.seq))
+            await self._publish_mine(record)
+            renewed += 1
+        return renewed
 
     def find(self, listing_id: str) -> Record[Listing] | None:
         try:
@@ -187,10 +207,10 @@ class Listings:
     async def delete(self, listing_id: str) -> None:
         current = self.get(listing_id)
         tomb = sign_record(self.identity, Tombstone(target_kind="listing", target_id=listing_id),
-                           seq=current.seq + 1)
+                           seq=current.seq + 1, created=int(self.clock()))
         with self.db.transaction():
             self.db.execute("UPDATE my_listings SET deleted=1, seq=?, updated=? WHERE id=?",
-                            (tomb.seq, time.time(), listing_id))
+                            (tomb.seq, self.clock(), listing_id))
         self._forget_terms(current.body, keep=[])
         await self.dht.put(tomb)
         # index entries now point at the tombstone, so readers drop their cached copy; they
@@ -198,20 +218,21 @@ class Listings:
         gone = [sign_record(self.identity, IndexEntry(
             scope=scope, term=term, listing_id=listing_id, listing_seq=tomb.seq,
             title=current.body.title, price=current.body.price, category=current.body.category),
-            seq=tomb.seq, ttl=GONE_TTL) for scope, term in listing_terms(current.body)]
+            seq=tomb.seq, created=tomb.created, ttl=GONE_TTL)
+            for scope, term in listing_terms(current.body)]
         await self._put_all(gone, remember=False)
 
     async def _save(self, listing: Listing, *, seq: int, old: Listing | None = None
                     ) -> Record[Listing]:
         try:
-            record = sign_record(self.identity, listing, seq=seq)
+            record = sign_record(self.identity, listing, seq=seq, created=int(self.clock()))
         except RecordError as exc:
             raise ListingInvalid(str(exc)) from exc
         self.db.execute(
             "INSERT INTO my_listings (id, seq, raw, updated, published) VALUES (?,?,?,?,NULL) "
             "ON CONFLICT (id) DO UPDATE SET seq=excluded.seq, raw=excluded.raw, "
             "updated=excluded.updated, deleted=0, published=NULL",
-            (listing.id, seq, record.raw, time.time()))
+            (listing.id, seq, record.raw, self.clock()))
         if old is not None:
             self._forget_terms(old, keep=listing_terms(listing))
         await self._publish_mine(record)
@@ -221,8 +242,8 @@ class Listings:
         """Publish one of mine and note when it was stored (only if still the current version)."""
         if not await self.publish(record):
             return False
-        self.db.execute("UPDATE my_listings SET published=? WHERE id=? AND seq=?",
-                        (time.time(), record.body.id, record.seq))
+        self.db.execute("UPDATE my_listings SET published=? WHERE id=? AND seq=? AND raw=?",
+                        (self.clock(), record.body.id, record.seq, record.raw))
         return True
 
     # -- publishing ------------------------------------------------------------------------------

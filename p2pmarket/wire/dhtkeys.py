@@ -87,6 +87,14 @@ def record_key(record: Record[Body]) -> bytes:
     raise ValueError(f"no DHT key for kind {record.kind!r}")
 
 
+def renews(new: Record[Body], old: Record[Body]) -> bool:
+    """`new` is `old` re-signed to live longer: same slot and seq, the same content, a later
+    expiry. A slot takes it in place of `old` (the seq stays, so offers bound to a listing
+    version survive its renewal); other content under the same seq is still refused."""
+    return (new.seq == old.seq and new.kind == old.kind and new.publisher == old.publisher
+            and new.expires > old.expires and new.body == old.body)
+
+
 def record_slot(record: Record[Body]) -> tuple[bytes, str]:
     """(publisher, member): under one key, one live record per slot; the highest seq wins."""
     body = record.body
