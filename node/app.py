@@ -114,6 +114,7 @@ class Node:
                 if time.monotonic() - renewed_at >= RENEW_CHECK_EVERY:
                     renewed_at = time.monotonic()
                     await self.listings.renew()  # and re-sign what would expire soon
+                    await self.adverts.renew()
             await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -18,7 +19,7 @@ from escrow.terms import LocalEscrowError
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Arbiter, Tombstone
-from p2pmarket.wire.dhtkeys import ARBITERS_KEY
+from p2pmarket.wire.dhtkeys import ARBITERS_KEY, RENEW_BEFORE
 from p2pmarket.wire.records import Record, decode_record, sign_record
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ async def find_advert(dht: DhtNode, arbiter: bytes) -> Record[Arbiter] | None:
 class ArbiterAdverts:
     """Our arbiter advert (works on any node; serving as an arbiter needs the escrow)."""
 
-    def __init__(self, identity: Identity, db: Database, dht: DhtNode) -> None:
-        self.identity, self.db, self.dht = identity, db, dht
+    def __init__(self, identity: Identity, db: Database, dht: DhtNode, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.identity, self.db, self.dht, self.clock = identity, db, dht, clock
         db.migrate("arbiters", MIGRATIONS)
 
     def advert(self) -> Record[Arbiter] | None:
@@ -58,7 +60,7 @@ class ArbiterAdverts:
         row = self.db.query_one("SELECT raw, live FROM arbiter_advert WHERE id=1")
         if row is None or not row["live"]:
             return None
-        record = decode_record(row["raw"], allow_expired=True)
+        record = decode_record(row["raw"], allow_expired=True, verified=True, now=self.clock())
         return record if isinstance(record.body, Arbiter) else None  # type: ignore[return-value]
 
     def serving(self) -> bool:
@@ -67,8 +69,9 @@ class ArbiterAdverts:
 
     def _seq(self) -> int:
         row = self.db.query_one("SELECT raw FROM arbiter_advert WHERE id=1")
-        last = decode_record(row["raw"], allow_expired=True).seq if row else 0
-        return max(last + 1, int(time.time() * 1000))
+        last = decode_record(row["raw"], allow_expired=True, verified=True,
+                             now=self.clock()).seq if row else 0
+        return max(last + 1, int(self.clock() * 1000))
 
     async def publish(self, name: str, description: str = "", fee_percent_bp: int = 0,
                       fee_fixed_sat: int = 0) -> Record[Arbiter]:
@@ -79,7 +82,7 @@ class ArbiterAdverts:
                                         fee_fixed_sat=fee_fixed_sat), Arbiter)
         except msgspec.ValidationError as exc:
             raise LocalEscrowError(f"bad advert: {exc}") from exc
-        record = sign_record(self.identity, body, seq=self._seq())
+        record = sign_record(self.identity, body, seq=self._seq(), created=int(self.clock()))
         self._save(record.raw, live=True)
         report = await self.dht.put(record)
         if not report.ok:
@@ -88,9 +91,21 @@ class ArbiterAdverts:
 
     async def withdraw(self) -> None:
         """Stop serving as an arbiter: a tombstone replaces the advert in the directory."""
-        tomb = sign_record(self.identity, Tombstone(target_kind="arbiter"), seq=self._seq())
+        tomb = sign_record(self.identity, Tombstone(target_kind="arbiter"), seq=self._seq(),
+                           created=int(self.clock()))
         self._save(tomb.raw, live=False)
         await self.dht.put(tomb)
+
+    async def renew(self) -> bool:
+        """Re-sign our live advert (same seq and terms, a new lifetime) when it expires within
+        RENEW_BEFORE or already did while the node was off; True when a DHT node stored it.
+        Without this every escrow naming us fails 30 days after we advertised."""
+        advert, now = self.advert(), self.clock()
+        if advert is None or advert.expires - now > RENEW_BEFORE:
+            return False
+        record = sign_record(self.identity, advert.body, seq=advert.seq, created=int(now))
+        self._save(record.raw, live=True)
+        return (await self.dht.put(record)).ok
 
     def _save(self, raw: bytes, *, live: bool) -> None:
         self.db.execute("INSERT INTO arbiter_advert (id, raw, live) VALUES (1, ?, ?) "

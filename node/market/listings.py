@@ -35,7 +35,7 @@ from p2pmarket.wire.bodies import (
     ShippingOption,
     Tombstone,
 )
-from p2pmarket.wire.dhtkeys import index_key
+from p2pmarket.wire.dhtkeys import RENEW_BEFORE, index_key
 from p2pmarket.wire.records import AnyRecord, Record, RecordError, sign_record
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ MIGRATIONS = [
 ]
 PUBLISH_CONCURRENCY = 8
 GONE_TTL = 86_400
-# a listing is re-signed (same seq and content, a new lifetime) this long before it expires
-RENEW_BEFORE = 7 * 86_400
 
 
 class ListingError(Exception):

@@ -87,6 +87,10 @@ def record_key(record: Record[Body]) -> bytes:
     raise ValueError(f"no DHT key for kind {record.kind!r}")
 
 
+# owners re-sign their records (see `renews`) this long before they expire
+RENEW_BEFORE = 7 * 86_400
+
+
 def renews(new: Record[Body], old: Record[Body]) -> bool:
     """`new` is `old` re-signed to live longer: same slot and seq, the same content, a later
     expiry. A slot takes it in place of `old` (the seq stays, so offers bound to a listing
