@@ -54,7 +54,7 @@ class Node:
         self.messenger.is_blocked = self.blocklist.is_blocked_peer
         self.listings = Listings(identity, db, self.dht)
         self.search = Search(self.dht, ListingCache(db), self.blocklist)
-        self.profiles = Profiles(identity, self.dht)
+        self.profiles = Profiles(identity, self.dht, db)
         self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
                            on_unsold=self.listings.unsold)
         self.adverts = ArbiterAdverts(identity, db, self.dht)
@@ -115,6 +115,7 @@ class Node:
                     renewed_at = time.monotonic()
                     await self.listings.renew()  # and re-sign what would expire soon
                     await self.adverts.renew()
+                    await self.profiles.renew()
             await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
 
     async def close(self) -> None:

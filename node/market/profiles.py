@@ -7,13 +7,15 @@ republishes it with a higher seq (milliseconds since the epoch, so it survives r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dht.server import DhtNode
 from p2pmarket.identity import Identity
+from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Profile
-from p2pmarket.wire.dhtkeys import single_key
-from p2pmarket.wire.records import Record, RecordError, sign_record
+from p2pmarket.wire.dhtkeys import RENEW_BEFORE, single_key
+from p2pmarket.wire.records import Record, RecordError, decode_record, sign_record
 
 
 class ProfileInvalid(ValueError):
@@ -28,20 +30,61 @@ class ProfileView:
     rating: float | None
 
 
+MIGRATIONS = [
+    """
+    CREATE TABLE my_profile (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        raw BLOB NOT NULL              -- my signed profile record, as last published
+    );
+    """,
+]
+
+
 class Profiles:
-    def __init__(self, identity: Identity, dht: DhtNode) -> None:
-        self.identity, self.dht = identity, dht
+    """My profile (kept in the database when one is given, so it is renewed across restarts)
+    and anyone's, from the DHT."""
+
+    def __init__(self, identity: Identity, dht: DhtNode, db: Database | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.identity, self.dht, self.db, self.clock = identity, dht, db, clock
         self.mine: Record[Profile] | None = None
+        if db is not None:
+            db.migrate("profile", MIGRATIONS)
+            row = db.query_one("SELECT raw FROM my_profile WHERE id=1")
+            if row is not None:
+                record = decode_record(row["raw"], allow_expired=True, verified=True,
+                                       now=clock())
+                if isinstance(record.body, Profile):
+                    self.mine = record  # type: ignore[assignment]
 
     async def publish(self, profile: Profile) -> Record[Profile]:
         """Sign and publish my profile (it replaces the whole previous one)."""
+        now = self.clock()
+        last = self.mine.seq if self.mine is not None else 0
         try:
-            record = sign_record(self.identity, profile, seq=int(time.time() * 1000))
+            record = sign_record(self.identity, profile, seq=max(last + 1, int(now * 1000)),
+                                 created=int(now))
         except RecordError as exc:
             raise ProfileInvalid(str(exc)) from exc
+        self._keep(record)
         await self.dht.put(record)
-        self.mine = record
         return record
+
+    async def renew(self) -> bool:
+        """Re-sign my profile (same seq and content, a new lifetime) when it expires within
+        RENEW_BEFORE or lapsed while the node was off; True when a DHT node stored it."""
+        now = self.clock()
+        if self.mine is None or self.mine.expires - now > RENEW_BEFORE:
+            return False
+        record = sign_record(self.identity, self.mine.body, seq=self.mine.seq, created=int(now))
+        self._keep(record)
+        return (await self.dht.put(record)).ok
+
+    def _keep(self, record: Record[Profile]) -> None:
+        if self.db is not None:
+            self.db.execute("INSERT INTO my_profile (id, raw) VALUES (1, ?) "
+                            "ON CONFLICT (id) DO UPDATE SET raw=excluded.raw", (record.raw,))
+        self.mine = record
 
     async def get(self, publisher: bytes) -> Record[Profile] | None:
         if publisher == self.identity.public and self.mine is not None:
