@@ -92,6 +92,10 @@ class Receiver:
             message = open_message(raw, sender=remote, recipient=self.me)
         except MessageError as exc:
             return [Violation(remote, f"{type(exc).__name__}: {exc}")]
+        return self._accept(message, raw, now)
+
+    def _accept(self, message: Message, raw: bytes, now: float) -> list[Event]:
+        """A verified message: acks, duplicates, late ones, gaps, deliveries."""
         if isinstance(message.body, Ack):
             return [AckReceived(message.sender, message.body.ids)]
         state = self._senders.setdefault(message.sender, _Sender())
@@ -113,17 +117,15 @@ class Receiver:
     def receive_batch(self, items: Iterable[tuple[bytes, bytes]], now: float) -> list[Event]:
         """Messages read together (`(remote, raw)` pairs): each sender's in seq order."""
         events: list[Event] = []
-        opened: list[tuple[tuple[bytes, int], bytes, bytes]] = []
+        opened: list[tuple[Message, bytes]] = []
         for remote, raw in items:
             try:
-                message = open_message(raw, sender=remote, recipient=self.me)
+                opened.append((open_message(raw, sender=remote, recipient=self.me), raw))
             except MessageError as exc:
                 events.append(Violation(remote, f"{type(exc).__name__}: {exc}"))
-                continue
-            opened.append(((message.sender, message.seq), remote, raw))
-        opened.sort(key=lambda item: item[0])
-        for _, remote, raw in opened:
-            events += self.receive(remote, raw, now)
+        opened.sort(key=lambda item: (item[0].sender, item[0].seq))
+        for message, raw in opened:
+            events += self._accept(message, raw, now)
         # a gap the batch itself filled is not worth a mailbox look
         return [e for e in events if not isinstance(e, GapOpened)
                 or self._senders[e.sender].gap_since is not None]
