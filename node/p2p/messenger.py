@@ -35,6 +35,7 @@ from node.p2p.receiver import (
 from node.p2p.seal import SealError, encryption_key, seal, unseal
 from node.p2p.transport import DirectHost, Host, P2PError
 from p2pmarket.identity import Identity, PeerIdError
+from p2pmarket.storage import StorageError
 from p2pmarket.wire.bodies import MAX_TTL, Mail, Tombstone
 from p2pmarket.wire.dhtkeys import mailbox_key
 from p2pmarket.wire.messages import MAX_ACK_IDS, Ack, Message, MessageBody, sign_message
@@ -210,18 +211,33 @@ class Messenger:
         self._apply(self.receiver.receive(remote, raw, self.clock()), via)
 
     def _apply(self, events: list[Event], via: str) -> None:
+        not_stored: set[str] = set()  # ids to leave unacknowledged (the sender retries them)
+        stuck: set[bytes] = set()  # senders whose in-order run stopped at a failed store
         for event in events:
             match event:
+                case Deliver(message, raw) if message.sender in stuck and not event.late:
+                    self.receiver.not_stored(event)  # after the failed one: not taken either
+                    not_stored.add(message.id)
                 case Deliver(message, raw):
                     # one transaction: the inbox row and what the listeners keep of it (a chat
                     # line, an order step) are stored together or not at all, so a crash
                     # between them cannot leave a message "delivered" that nobody shows
-                    with self.outbox.db.transaction():
-                        self.outbox.store_delivered(message.id, message.sender, message.seq,
-                                                    message.body.__class__.__name__.lower(),
-                                                    raw, via, now=self.clock())
-                        self._notify(MessageReceived(message, via))
+                    try:
+                        with self.outbox.db.transaction():
+                            self.outbox.store_delivered(
+                                message.id, message.sender, message.seq,
+                                message.body.__class__.__name__.lower(), raw, via,
+                                now=self.clock())
+                            self._notify(MessageReceived(message, via))
+                    except StorageError as exc:  # ours (a full disk...): not stored, no ack
+                        log.error("could not store message %s from %s: %s", message.id,
+                                  peer_id_of(message.sender), exc)
+                        self.receiver.not_stored(event)
+                        not_stored.add(message.id)
+                        if not event.late:
+                            stuck.add(message.sender)
                 case SendAck(to, ids):
+                    ids = tuple(i for i in ids if i not in not_stored)
                     for start in range(0, len(ids), MAX_ACK_IDS):
                         self._ack(to, ids[start:start + MAX_ACK_IDS], connected=via == "direct")
                 case AckReceived(sender, ids):

@@ -28,6 +28,7 @@ GAP_TIMEOUT = 900.0  # longer than the sender's mailbox recheck (600 s), so its 
 class Deliver:
     message: Message
     raw: bytes
+    late: bool = False  # below the sender's next seq (a skipped gap left it behind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ class Receiver:
             return [SendAck(message.sender, (message.id,))]  # a retry: it was delivered
         if message.seq < state.next_seq:  # left behind by a skipped gap: deliver it late
             self._remember(message.sender, message.id)
-            return [Deliver(message, raw), SendAck(message.sender, (message.id,))]
+            return [Deliver(message, raw, late=True), SendAck(message.sender, (message.id,))]
         if message.seq > state.next_seq:
             opened = state.gap_since is None
             state.held.setdefault(message.seq, (message, raw))
@@ -137,6 +138,16 @@ class Receiver:
         if message.seq >= self.next_seq(message.sender):
             return False  # nothing at or above the next seq was delivered yet
         return self._delivered(message.sender, message.id)
+
+    def not_stored(self, delivered: Deliver) -> None:
+        """The shell could not store a delivered message (our disk, not the peer): forget it,
+        so the sender's retry is taken as new. An in-order one moves the sender's next seq back
+        to it; the shell drops the rest of that sender's run and acks none of it."""
+        message = delivered.message
+        self._seen.pop((message.sender, message.id), None)
+        state = self._senders.get(message.sender)
+        if state is not None and not delivered.late and message.seq < state.next_seq:
+            state.next_seq = message.seq
 
     def tick(self, now: float) -> list[Event]:
         """Skip gaps that stayed open too long (the missing message is not coming)."""

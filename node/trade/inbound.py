@@ -75,7 +75,9 @@ class Inbound:
             log.info("dropped %s from %s: %s", message.body.__class__.__name__,
                      message.sender.hex()[:16], exc)
             self.emit(PeerViolation(peer=message.sender, reason=str(exc)))
-        except (TradeError, StorageError, RecordError) as exc:
+        except StorageError:
+            raise  # ours (a full disk...): the messenger rolls the message back and does not ack
+        except (TradeError, RecordError) as exc:
             log.warning("could not handle %s %s: %s", type(message.body).__name__, message.id,
                         exc)
         except Exception:  # a bug here must not stop the messenger's receive loop

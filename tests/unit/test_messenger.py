@@ -158,3 +158,31 @@ async def test_blocked_peer_messages_are_dropped() -> None:
         await until(lambda: len(b.got) == 1)
         await asyncio.sleep(0.3)
     assert [m.body.text for m in b.got] == ["hello"]  # type: ignore[union-attr]
+
+
+async def test_a_message_our_disk_could_not_store_is_not_acked_and_comes_again() -> None:
+    """A full disk while storing a received message (ours, not the peer's fault): the inbox
+    row and the listeners' writes roll back together, no ack leaves, the sender's retry is
+    taken as new, and the order holds."""
+    from node.p2p.messenger import MessageReceived
+    from p2pmarket.storage import StorageFull
+
+    net = MemoryNetwork()
+    a, b = make_peer(net), make_peer(net)
+    failures = [1]
+
+    def disk_full(event: object) -> None:
+        if (isinstance(event, MessageReceived) and isinstance(event.message.body, Chat)
+                and event.message.body.text == "two" and failures[0]):
+            failures[0] -= 1
+            raise StorageFull("database or disk is full")
+
+    b.messenger.listeners.insert(0, disk_full)
+    async with running(a, b):
+        ids = [a.messenger.send(b.identity.public, Chat(conversation="conv-0001", text=t)).id
+               for t in ("one", "two", "three")]
+        await until(lambda: all(a.messenger.outbox.get(i).state is State.DELIVERED  # type: ignore[union-attr]
+                                for i in ids))
+    assert failures == [0]
+    assert texts(b, a) == ["one", "two", "three"]
+    assert [row[0] for row in b.messenger.outbox.inbox(limit=10)] == ids
