@@ -19,7 +19,7 @@ from escrow.terms import LocalEscrowError
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Arbiter, Tombstone
-from p2pmarket.wire.dhtkeys import ARBITERS_KEY, RENEW_BEFORE
+from p2pmarket.wire.dhtkeys import ARBITERS_KEY, renewal
 from p2pmarket.wire.records import Record, decode_record, sign_record
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,10 @@ class ArbiterAdverts:
         """Re-sign our live advert (same seq and terms, a new lifetime) when it expires within
         RENEW_BEFORE or already did while the node was off; True when a DHT node stored it.
         Without this every escrow naming us fails 30 days after we advertised."""
-        advert, now = self.advert(), self.clock()
-        if advert is None or advert.expires - now > RENEW_BEFORE:
+        advert = self.advert()
+        record = None if advert is None else renewal(self.identity, advert, self.clock())
+        if record is None:
             return False
-        record = sign_record(self.identity, advert.body, seq=advert.seq, created=int(now))
         self._save(record.raw, live=True)
         return (await self.dht.put(record)).ok
 

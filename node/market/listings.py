@@ -35,7 +35,7 @@ from p2pmarket.wire.bodies import (
     ShippingOption,
     Tombstone,
 )
-from p2pmarket.wire.dhtkeys import RENEW_BEFORE, index_key
+from p2pmarket.wire.dhtkeys import index_key, renewal
 from p2pmarket.wire.records import AnyRecord, Record, RecordError, sign_record
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,12 @@ class Listings:
 
     def published_at(self, listing_id: str) -> float | None:
         """When a DHT node last stored this listing's current version (None: not yet)."""
-        row = self.db.query_one("SELECT published FROM my_listings WHERE id=?", (listing_id,))
-        return None if row is None or row["published"] is None else float(row["published"])
+        return self.published_times().get(listing_id)
+
+    def published_times(self) -> dict[str, float | None]:
+        """`published_at` of all my listings, in one query."""
+        return {r["id"]: r["published"] for r in
+                self.db.query("SELECT id, published FROM my_listings WHERE deleted=0")}
 
     def unpublished(self) -> list[Record[Listing]]:
         rows = self.db.query(
@@ -186,10 +190,9 @@ class Listings:
         now = self.clock()
         renewed = 0
         for current in self.mine():
-            if current.expires - now > RENEW_BEFORE:
+            record = renewal(self.identity, current, now)
+            if record is None:
                 continue
-            record = sign_record(self.identity, current.body, seq=current.seq,
-                                 created=int(now))
             self.db.execute("UPDATE my_listings SET raw=?, published=NULL WHERE id=? AND seq=?",
                             (record.raw, current.body.id, current.seq))
             await self._publish_mine(record)

@@ -14,7 +14,7 @@ from dht.server import DhtNode
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Profile
-from p2pmarket.wire.dhtkeys import RENEW_BEFORE, single_key
+from p2pmarket.wire.dhtkeys import renewal, single_key
 from p2pmarket.wire.records import Record, RecordError, decode_record, sign_record
 
 
@@ -73,10 +73,9 @@ class Profiles:
     async def renew(self) -> bool:
         """Re-sign my profile (same seq and content, a new lifetime) when it expires within
         RENEW_BEFORE or lapsed while the node was off; True when a DHT node stored it."""
-        now = self.clock()
-        if self.mine is None or self.mine.expires - now > RENEW_BEFORE:
+        record = None if self.mine is None else renewal(self.identity, self.mine, self.clock())
+        if record is None:
             return False
-        record = sign_record(self.identity, self.mine.body, seq=self.mine.seq, created=int(now))
         self._keep(record)
         return (await self.dht.put(record)).ok
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from typing import TypeVar
 
+from p2pmarket.identity import Identity
 from p2pmarket.wire.bodies import (
     Arbiter,
     Body,
@@ -21,7 +23,7 @@ from p2pmarket.wire.bodies import (
     Review,
     Tombstone,
 )
-from p2pmarket.wire.records import Record
+from p2pmarket.wire.records import Record, sign_record
 
 KEY_SIZE = 20  # 160-bit Kademlia keys
 MULTI_KINDS = frozenset({"index", "mail", "review", "arbiter", "report"})
@@ -97,6 +99,17 @@ def renews(new: Record[Body], old: Record[Body]) -> bool:
     version survive its renewal); other content under the same seq is still refused."""
     return (new.seq == old.seq and new.kind == old.kind and new.publisher == old.publisher
             and new.expires > old.expires and new.body == old.body)
+
+
+B = TypeVar("B", bound=Body)
+
+
+def renewal(identity: Identity, record: Record[B], now: float) -> Record[B] | None:
+    """`record` re-signed to live longer (see `renews`) when it expires within RENEW_BEFORE of
+    `now`, or already expired; None while it has time left. Owners call it on their records."""
+    if record.expires - now > RENEW_BEFORE:
+        return None
+    return sign_record(identity, record.body, seq=record.seq, created=int(now))
 
 
 def record_slot(record: Record[Body]) -> tuple[bytes, str]:

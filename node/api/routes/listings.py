@@ -75,7 +75,11 @@ def mine_out(node: Node, record: Record[Listing]) -> s.ListingOut:
 async def list_my_listings(call: Call) -> s.Page[s.ListingOut]:
     node = call.node
     items, token = page(node.listings.mine(), call.query(s.Paging))
-    return s.Page[s.ListingOut](items=[mine_out(node, r) for r in items], next_page_token=token)
+    published = node.listings.published_times()
+    me = node.identity.public
+    return s.Page[s.ListingOut](
+        items=[listing_out(r, me, published.get(r.body.id)) for r in items],
+        next_page_token=token)
 
 
 @routes.post("/listings", name="createListing", summary="Publish a new listing",
