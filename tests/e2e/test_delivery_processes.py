@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ from p2pmarket.client import Client
 from tests.support.api import LISTING
 from tests.support.processes import (
     base_env,
+    free_tcp_port,
     free_udp_port,
     init_datadir,
     reap,
@@ -35,12 +35,6 @@ from tests.support.waiting import when
 pytestmark = pytest.mark.timeout(240)
 
 TOTAL, STOP_AFTER, BACK_AFTER = 300, 80, 220
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def all_lines(client: Client, conversation: str) -> list[tuple[str, bool, str | None]]:

@@ -16,6 +16,7 @@ from dht.bootstrap import NEIGHBOURS_FILE, load_neighbours
 from p2pmarket.datadir import LOCK_FILE
 from tests.support.processes import (
     base_env,
+    free_tcp_port,
     free_udp_port,
     init_datadir,
     reap,
@@ -113,14 +114,11 @@ def test_busy_p2p_port_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_bootstrap_verb_serves_health_and_stops(tmp_path: Path) -> None:
     import json
-    import socket
     import urllib.request
 
     env = base_env(tmp_path / "home")
     init_datadir(tmp_path / "boot", env)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
+    metrics_port = free_tcp_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "p2pmarket", "bootstrap", "--datadir", str(tmp_path / "boot"),
          "--dht-host", "127.0.0.1", "--dht-port", str(free_udp_port()),

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from node.p2p.peers import PeerDirectory
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
 from p2pmarket.wire.messages import Chat, Message
+from tests.support.processes import free_tcp_port
 
 if TYPE_CHECKING:
     from node.p2p.libp2p_host.host import Libp2pHost
@@ -104,7 +104,5 @@ async def nothing_more(host: Libp2pHost, wait: float = 0.3) -> None:
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    """A TCP port nobody listens on (a dial to it is refused)."""
+    return free_tcp_port()

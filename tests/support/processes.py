@@ -33,6 +33,13 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (free now; a test uses it at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def init_datadir(datadir: Path, env: dict[str, str]) -> str:
     """`p2pmarket init` without a passphrase; the new node's peer id."""
     done = subprocess.run(
