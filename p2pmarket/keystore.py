@@ -1,4 +1,7 @@
-"""The encrypted keystore: the node's Ed25519 identity seed and the BIP-39 mnemonic for escrow keys.
+"""The encrypted keystore: the node's Ed25519 identity seed and its 24 recovery words.
+
+A new keystore's identity is derived from the words (`p2pmarket.words`), so the words alone
+restore the peer id; older keystores keep the random identity they were made with.
 
 One msgpack file, sealed with ChaCha20-Poly1305 under an Argon2id key (or a fixed key when the
 user explicitly opted out of a passphrase); the header is the AEAD associated data.
@@ -21,9 +24,9 @@ import msgspec
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from mnemonic import Mnemonic
 
 from p2pmarket.identity import Identity
+from p2pmarket.words import BadWords, check_words, identity_from_words, new_words, seed_of
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,8 @@ MAX_FILE_SIZE = 64 * 1024
 SALT_SIZE = 16
 NONCE_SIZE = 12
 MAX_MEMORY_COST = 1024 * 1024  # KiB; a file asking for more is refused
-_INSECURE_KEY = hashlib.sha256(b"p2pmarket/insecure-no-passphrase").digest()
+INSECURE_KEY = hashlib.sha256(b"p2pmarket/insecure-no-passphrase").digest()
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
-_wordlist = Mnemonic("english")
 
 
 class KeystoreError(Exception):
@@ -120,8 +122,13 @@ class Keystore:
 
     def seed_bytes(self) -> bytes:
         """The 64-byte BIP-39 seed of the mnemonic (no BIP-39 passphrase), root of escrow keys."""
-        seed: bytes = _wordlist.to_seed(self.mnemonic)
-        return seed
+        return seed_of(self.mnemonic)
+
+    @property
+    def words_restore_identity(self) -> bool:
+        """True when the 24 words alone bring back this peer id (keystores made before the
+        identity was derived from the words answer False: keep a backup file for those)."""
+        return identity_from_words(self.mnemonic).public == self.identity.public
 
 
 def _header_bytes(header: _Header) -> bytes:
@@ -130,32 +137,31 @@ def _header_bytes(header: _Header) -> bytes:
     return _encoder.encode(_Header(**fields))
 
 
-def _derive_key(passphrase: str, header: _Header) -> bytes:
+def passphrase_key(passphrase: str, salt: bytes, params: KdfParams) -> bytes:
+    """The 32-byte Argon2id key of `passphrase` (also used for backup files)."""
     # NFKC so the same passphrase typed on different systems gives the same key (as BIP-39 does)
     secret = unicodedata.normalize("NFKC", passphrase).encode("utf-8")
     try:
         kdf = Argon2id(
-            salt=header.salt,
+            salt=salt,
             length=32,
-            iterations=header.iterations,
-            lanes=header.lanes,
-            memory_cost=header.memory_cost,
+            iterations=params.iterations,
+            lanes=params.lanes,
+            memory_cost=params.memory_cost,
         )
         return kdf.derive(secret)
     except UnsupportedAlgorithm as exc:
         raise KeystoreError("this OpenSSL build has no Argon2id; upgrade cryptography") from exc
     except (ValueError, MemoryError) as exc:
-        raise KeystoreCorrupt(f"keystore has unusable Argon2id parameters: {exc}") from exc
+        raise KeystoreCorrupt(f"unusable Argon2id parameters: {exc}") from exc
 
 
-def _check_mnemonic(words: str) -> str:
-    words = " ".join(unicodedata.normalize("NFKD", words).split())
-    if len(words.split()) != 24 or not _wordlist.check(words):
-        raise ValueError("not a valid 24-word English BIP-39 mnemonic")
-    return words
+def _derive_key(passphrase: str, header: _Header) -> bytes:
+    return passphrase_key(passphrase, header.salt,
+                          KdfParams(header.iterations, header.memory_cost, header.lanes))
 
 
-def _check_kdf_params(p: KdfParams) -> None:
+def check_kdf_params(p: KdfParams) -> None:
     # the same bounds the reader enforces, so we never write a file we would refuse to open
     if not (1 <= p.iterations <= 64 and 1 <= p.lanes <= 64):
         raise ValueError("Argon2id iterations and lanes must be within 1..64")
@@ -166,7 +172,7 @@ def _check_kdf_params(p: KdfParams) -> None:
 def _seal(ks: Keystore, passphrase: str | None, kdf_params: KdfParams) -> bytes:
     if passphrase is not None and passphrase == "":
         raise KeystoreError("empty passphrase; pass None to create an insecure keystore explicitly")
-    _check_kdf_params(kdf_params)
+    check_kdf_params(kdf_params)
     insecure = passphrase is None
     header = _Header(
         version=FORMAT_VERSION,
@@ -178,7 +184,7 @@ def _seal(ks: Keystore, passphrase: str | None, kdf_params: KdfParams) -> bytes:
         nonce=secrets.token_bytes(NONCE_SIZE),
         insecure=insecure,
     )
-    key = _INSECURE_KEY if passphrase is None else _derive_key(passphrase, header)
+    key = INSECURE_KEY if passphrase is None else _derive_key(passphrase, header)
     plain = _encoder.encode(_Secrets(identity_seed=ks.identity.seed(), mnemonic=ks.mnemonic))
     ciphertext = ChaCha20Poly1305(key).encrypt(header.nonce, plain, _header_bytes(header))
     return _encoder.encode(_File(**msgspec.structs.asdict(header), ciphertext=ciphertext))
@@ -234,16 +240,16 @@ def create_keystore(
 ) -> Keystore:
     """Write a new keystore (mode 0600) and return it; `None` passphrase means insecure.
 
-    A fresh identity and 24-word mnemonic are generated unless given (restore from backup).
+    Fresh 24 words are generated unless given (restore); the identity is derived from the
+    words unless given (an identity from an older keystore, kept by a backup).
     """
     if path.exists():
         raise KeystoreExists(f"a keystore already exists at {path}")
-    words = _wordlist.generate(strength=256) if mnemonic is None else mnemonic
     try:
-        words = _check_mnemonic(words)
-    except ValueError as exc:
+        words = check_words(new_words() if mnemonic is None else mnemonic)
+    except BadWords as exc:
         raise KeystoreError(str(exc)) from None
-    ident = Identity.generate() if identity is None else identity
+    ident = identity_from_words(words) if identity is None else identity
     ks = Keystore(identity=ident, mnemonic=words, insecure=passphrase is None)
     data = _seal(ks, passphrase, kdf_params)
     try:
@@ -293,7 +299,7 @@ def open_keystore(path: Path, passphrase: str | None) -> Keystore:
     """Read and decrypt a keystore; never writes. An insecure keystore ignores the passphrase."""
     sealed = _decode(path, _read(path))
     if sealed.insecure:
-        key = _INSECURE_KEY
+        key = INSECURE_KEY
         if passphrase is not None:
             log.info("keystore %s has no passphrase; ignoring the one given", path)
     elif passphrase is None:
@@ -310,7 +316,7 @@ def open_keystore(path: Path, passphrase: str | None) -> Keystore:
         raise WrongPassphrase(msg) from None
     try:
         inner = msgspec.msgpack.decode(plain, type=_Secrets)
-        words = _check_mnemonic(inner.mnemonic)
+        words = check_words(inner.mnemonic)
         identity = Identity.from_seed(inner.identity_seed)
     except _DECODE_ERRORS:
         raise KeystoreCorrupt(f"keystore {path} holds malformed secrets") from None
