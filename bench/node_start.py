@@ -121,8 +121,8 @@ def fill_cache(datadir: Path, n: int) -> None:
 
 
 def init(datadir: Path, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "p2pmarket", "init", "--datadir", str(datadir),
-                    "--insecure-no-passphrase"], env=env, check=True,
+    subprocess.run([sys.executable, "-m", "p2pmarket", "init", "--no-show-mnemonic",
+                    "--datadir", str(datadir), "--insecure-no-passphrase"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
 
 

@@ -9,8 +9,8 @@ keystore's passphrase (Argon2id) and written as a stream of ChaCha20-Poly1305 ch
 
 Chunk `i` uses nonce = header.nonce_prefix (7 bytes) | i (4 bytes, big endian) | last (1 byte)
 and the header as associated data, so a reordered, dropped, altered or cut-off chunk is caught:
-a file that ends before the chunk marked last is "truncated", any failed tag is "damaged" (the
-first chunk's failure is a wrong passphrase: nothing else can tell the two apart). The
+a file that ends before the chunk marked last is "truncated", any failed tag is "damaged"; a
+wrong passphrase is told apart by a key check in the header (an HMAC of the key). The
 plaintext is a gzip'd tar of the files above; reading accepts only those names.
 """
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import hmac
 import io
 import logging
 import os
@@ -87,6 +89,12 @@ class _Header(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     nonce_prefix: Annotated[bytes, msgspec.Meta(min_length=7, max_length=7)]
     peer_id: Annotated[str, msgspec.Meta(max_length=100)]
     created: int
+    # tells a wrong passphrase from altered bytes (a failed first chunk could be either)
+    key_check: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+
+
+def _key_check(key: bytes) -> bytes:
+    return hmac.new(key, b"p2pmarket backup key check", hashlib.sha256).digest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +191,12 @@ def write_backup(datadir: Path, out: Path, passphrase: str | None, *, peer_id: s
         raise BackupError(f"{out} already exists; not overwriting it")
     check_kdf_params(kdf_params)
     salt, prefix = secrets.token_bytes(16), secrets.token_bytes(7)
+    key = INSECURE_KEY if passphrase is None else passphrase_key(passphrase, salt, kdf_params)
     header = _Header(version=FORMAT_VERSION, kdf="none" if passphrase is None else "argon2id",
                      salt=salt, iterations=kdf_params.iterations,
                      memory_cost=kdf_params.memory_cost, lanes=kdf_params.lanes,
-                     nonce_prefix=prefix, peer_id=peer_id, created=int(time.time()))
-    key = INSECURE_KEY if passphrase is None else passphrase_key(passphrase, salt, kdf_params)
+                     nonce_prefix=prefix, peer_id=peer_id, created=int(time.time()),
+                     key_check=_key_check(key))
     header_bytes = msgspec.msgpack.encode(header)
     names: list[str] = []
     try:
@@ -306,6 +315,10 @@ def open_backup(path: Path, passphrase: str | None, into: Path) -> BackupInfo:
             else:
                 key = passphrase_key(passphrase, header.salt, KdfParams(
                     header.iterations, header.memory_cost, header.lanes))
+            if not hmac.compare_digest(_key_check(key), header.key_check):
+                if insecure:
+                    raise BackupCorrupt(f"backup {path} is damaged (bad key check)")
+                raise WrongPassphrase(f"wrong passphrase for backup {path}")
             plain = into / ".backup.tar.gz"
             with plain.open("wb") as sink:
                 _unseal(f, sink, key, header, aad, path)
@@ -333,8 +346,6 @@ def _unseal(f: IO[bytes], sink: IO[bytes], key: bytes, header: _Header, aad: byt
             except InvalidTag:
                 continue
         else:
-            if count == 0 and header.kdf == "argon2id":
-                raise WrongPassphrase(f"wrong passphrase for backup {path} (or it is damaged)")
             raise BackupCorrupt(f"backup {path} is damaged (chunk {count} fails its check)")
         count += 1
         if last:

@@ -23,6 +23,8 @@ DB_FILE = "node.db"
 COOKIE_FILE = "api.cookie"
 LOCK_FILE = "node.lock"
 LOG_DIR = "logs"
+# written by `restore`: the node looks for its own records in the DHT, then deletes it
+RESTORE_FILE = "restore.pending"
 
 
 def resolve_datadir(cli_value: str | None, *, env: Mapping[str, str] | None = None) -> Path:

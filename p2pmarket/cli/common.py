@@ -69,12 +69,12 @@ def kdf_params(env: Mapping[str, str] | None = None) -> KdfParams:
     return DEFAULT_KDF
 
 
-def _env_passphrase(env: Mapping[str, str] | None) -> str | None:
+def _env_passphrase(env: Mapping[str, str] | None, name: str = PASSPHRASE_ENV) -> str | None:
     environ = os.environ if env is None else env
-    return environ.get(PASSPHRASE_ENV) or None  # empty counts as unset, as for config
+    return environ.get(name) or None  # empty counts as unset, as for config
 
 
-def _interactive() -> bool:
+def in_terminal() -> bool:
     try:
         return sys.stdin is not None and sys.stdin.isatty()
     except ValueError:  # stdin closed
@@ -87,24 +87,25 @@ def new_passphrase(
     env: Mapping[str, str] | None = None,
     prompt: Prompt = getpass.getpass,
     interactive: bool | None = None,
+    env_name: str = PASSPHRASE_ENV,
 ) -> str | None:
     """The passphrase for a new keystore; None only when the user opted out with `insecure`."""
-    from_env = _env_passphrase(env)
+    from_env = _env_passphrase(env, env_name)
     if insecure:
         if from_env is not None:
-            log.warning("--insecure-no-passphrase given: ignoring %s", PASSPHRASE_ENV)
+            log.warning("--insecure-no-passphrase given: ignoring %s", env_name)
         return None
     if from_env is not None:
         return from_env
-    if not (_interactive() if interactive is None else interactive):
+    if not (in_terminal() if interactive is None else interactive):
         raise CliError(
-            f"no passphrase: set {PASSPHRASE_ENV}, run in a terminal to be asked, "
+            f"no passphrase: set {env_name}, run in a terminal to be asked, "
             "or pass --insecure-no-passphrase (development only)"
         )
-    first = _ask(prompt, "New keystore passphrase: ")
+    first = ask(prompt, "New keystore passphrase: ")
     if not first:
         raise CliError("empty passphrase; pass --insecure-no-passphrase to go without one")
-    if _ask(prompt, "Repeat passphrase: ") != first:
+    if ask(prompt, "Repeat passphrase: ") != first:
         raise CliError("the passphrases do not match; nothing was created")
     return first
 
@@ -117,19 +118,33 @@ def unlock_keystore(
     interactive: bool | None = None,
 ) -> Keystore:
     """Open the data dir's keystore: no passphrase if it has none, else env, else one prompt."""
+    return unlock(datadir, env=env, prompt=prompt, interactive=interactive)[0]
+
+
+def unlock(
+    datadir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    prompt: Prompt = getpass.getpass,
+    interactive: bool | None = None,
+) -> tuple[Keystore, str | None]:
+    """`unlock_keystore`, also returning the passphrase that opened it (None: it has none)."""
     path = keystore_path(datadir)
+    given = _env_passphrase(env)
     try:
         # an insecure keystore opens with None; a protected one tells us it needs more
-        return open_keystore(path, _env_passphrase(env))
+        keystore = open_keystore(path, given)
+        return keystore, None if keystore.insecure else given
     except PassphraseRequired:
-        if not (_interactive() if interactive is None else interactive):
+        if not (in_terminal() if interactive is None else interactive):
             raise CliError(
                 f"keystore {path} is protected: set {PASSPHRASE_ENV} or run in a terminal"
             ) from None
-    return open_keystore(path, _ask(prompt, f"Passphrase for {path}: "))
+    given = ask(prompt, f"Passphrase for {path}: ")
+    return open_keystore(path, given), given
 
 
-def _ask(prompt: Prompt, text: str) -> str:
+def ask(prompt: Prompt, text: str) -> str:
     try:
         return prompt(text)
     except EOFError:

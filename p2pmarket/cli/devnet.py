@@ -179,8 +179,9 @@ class Devnet:
 
     async def _init(self, datadir: Path, env: dict[str, str]) -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "p2pmarket", "init", "--datadir", str(datadir),
-            "--insecure-no-passphrase", env=env, stdin=asyncio.subprocess.DEVNULL,
+            sys.executable, "-m", "p2pmarket", "init", "--no-show-mnemonic",
+            "--datadir", str(datadir), "--insecure-no-passphrase", env=env,
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True)
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from p2pmarket import __version__
+from p2pmarket.backup import BackupError
 from p2pmarket.cli.api_verbs import add_verbs as add_api_verbs
 from p2pmarket.cli.common import (
     CliError,
@@ -32,6 +33,8 @@ from p2pmarket.cli.common import (
     unlock_keystore,
     write_peer_id,
 )
+from p2pmarket.cli.keys import add_verbs as add_key_verbs
+from p2pmarket.cli.keys import check_can_show, words_for_init
 from p2pmarket.config import Config, ConfigError, load_config, write_default_config
 from p2pmarket.datadir import (
     CONFIG_FILE,
@@ -68,7 +71,9 @@ def cmd_init(args: argparse.Namespace, _stderr: logging.Handler) -> int:
     if is_initialised(datadir):
         # checked before the lock and the prompt so a repeated init touches nothing at all
         raise CliError(f"data dir {datadir} is already initialised; not touching it")
+    check_can_show(args.no_show_mnemonic)  # before the passphrase prompt: fail early
     passphrase = new_passphrase(insecure=args.insecure_no_passphrase)
+    words = words_for_init(args.no_show_mnemonic)  # shown and confirmed before any write
     ensure_datadir(datadir)
     with DataDirLock(datadir):
         if is_initialised(datadir):
@@ -81,7 +86,8 @@ def cmd_init(args: argparse.Namespace, _stderr: logging.Handler) -> int:
         else:
             write_default_config(config_path)
         Database.open(datadir / DB_FILE).close()
-        keystore = create_keystore(keystore_path(datadir), passphrase, kdf_params=kdf_params())
+        keystore = create_keystore(keystore_path(datadir), passphrase, kdf_params=kdf_params(),
+                                   mnemonic=words)
         peer_id = keystore.identity.peer_id
         try:
             write_peer_id(datadir, peer_id)
@@ -89,6 +95,10 @@ def cmd_init(args: argparse.Namespace, _stderr: logging.Handler) -> int:
             log.warning("could not write the peer id file: %s", exc)
     print(peer_id, flush=True)
     print(f"p2pmarket: initialised {datadir}", file=sys.stderr)
+    if args.no_show_mnemonic:
+        print("p2pmarket: the 24 recovery words were not shown: keep a backup "
+              f"(`p2pmarket backup --words --datadir {datadir}` or `--out FILE`)",
+              file=sys.stderr)
     print(f"p2pmarket: start the node with: p2pmarket run --datadir {datadir}", file=sys.stderr)
     return EXIT_OK
 
@@ -241,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store the keys without a passphrase (development only)",
     )
+    init.add_argument(
+        "--no-show-mnemonic",
+        action="store_true",
+        help="do not show the 24 recovery words (scripts; then keep a backup: "
+             "`p2pmarket backup --words` or `--out FILE`)",
+    )
     init.set_defaults(func=cmd_init)
 
     ident = verbs.add_parser("id", help="print this node's peer id")
@@ -300,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     devnet.add_argument("--no-tui", action="store_true",
                         help="do not open the TUI; run until Ctrl-C")
     devnet.set_defaults(func=cmd_devnet)
+    add_key_verbs(verbs, _add_datadir)  # backup, restore, passphrase
     # status, search, listing, offer, orders: through the running node's HTTP API
     add_api_verbs(verbs, _add_datadir)
     tui = verbs.add_parser("tui", help="terminal UI of a running node (through its HTTP API)")
@@ -326,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WrongPassphrase as exc:
         _err(str(exc))
         return EXIT_USAGE
-    except (CliError, KeystoreError, ConfigError, StorageError, DataDirLocked) as exc:
+    except (CliError, KeystoreError, ConfigError, StorageError, DataDirLocked,
+            BackupError) as exc:
         _err(str(exc))
         return EXIT_ERROR
     except OSError as exc:

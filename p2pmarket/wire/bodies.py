@@ -122,7 +122,9 @@ class Peer(Body, frozen=True):
     enc_key: Key32
 
 
-IndexScope = Literal["kw", "cat", "geo"]
+# "seller": one key per seller (term: its public key in hex) listing all its listings, so a
+# restored node finds its own again and a buyer can browse one seller's shop
+IndexScope = Literal["kw", "cat", "geo", "seller"]
 
 
 class IndexEntry(Body, frozen=True):

@@ -23,6 +23,11 @@ TIMEOUT = 60
 PASSPHRASE = "correct horse battery staple"
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
+QUIET_INIT = ["init", "--no-show-mnemonic"]  # stdin is no terminal: the words cannot be shown
+
+
+def init_cli(cli: Cli, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return cli(*QUIET_INIT, *args, **kwargs)
 
 HOLD_LOCK = """
 import sys
@@ -99,7 +104,7 @@ def test_usage_error_exits_2(cli: Cli) -> None:
 
 def test_init_then_id(cli: Cli, tmp_path: Path) -> None:
     datadir = tmp_path / "node"
-    init = cli("init", "--datadir", str(datadir), "--insecure-no-passphrase")
+    init = init_cli(cli, "--datadir", str(datadir), "--insecure-no-passphrase")
     assert init.returncode == 0, init.stderr
     peer_id = init.stdout.splitlines()[0]
     assert peer_id.startswith("12D3KooW")
@@ -116,7 +121,7 @@ def test_init_then_id(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_id_without_peer_id_file_asks_keystore(cli: Cli, tmp_path: Path) -> None:
-    init = cli("init", "--datadir", str(tmp_path / "n"), P2PMARKET_PASSPHRASE=PASSPHRASE)
+    init = init_cli(cli, "--datadir", str(tmp_path / "n"), P2PMARKET_PASSPHRASE=PASSPHRASE)
     assert init.returncode == 0, init.stderr
     (tmp_path / "n" / "peer_id").unlink()
 
@@ -130,7 +135,7 @@ def test_id_without_peer_id_file_asks_keystore(cli: Cli, tmp_path: Path) -> None
 
 
 def test_home_env_is_the_default_datadir(cli: Cli, tmp_path: Path) -> None:
-    init = cli("init", "--insecure-no-passphrase")
+    init = init_cli(cli, "--insecure-no-passphrase")
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "home" / "keystore").is_file()
     assert cli("id").stdout.strip() == init.stdout.splitlines()[0]
@@ -138,10 +143,10 @@ def test_home_env_is_the_default_datadir(cli: Cli, tmp_path: Path) -> None:
 
 def test_second_init_refuses_and_changes_nothing(cli: Cli, tmp_path: Path) -> None:
     datadir = tmp_path / "node"
-    assert cli("init", "--datadir", str(datadir), "--insecure-no-passphrase").returncode == 0
+    assert init_cli(cli, "--datadir", str(datadir), "--insecure-no-passphrase").returncode == 0
     before = snapshot(datadir)
 
-    again = cli("init", "--datadir", str(datadir), "--insecure-no-passphrase")
+    again = init_cli(cli, "--datadir", str(datadir), "--insecure-no-passphrase")
     assert again.returncode == 1
     assert again.stdout == ""
     assert "already initialised" in again.stderr
@@ -151,7 +156,7 @@ def test_second_init_refuses_and_changes_nothing(cli: Cli, tmp_path: Path) -> No
 def test_wrong_passphrase_exit_2_one_line_nothing_changed(cli: Cli, tmp_path: Path) -> None:
     datadir = tmp_path / "node"
     real_kdf = base_env(tmp_path / "home", fast_kdf=False)  # the Argon2id cost a user gets
-    init = cli("init", "--datadir", str(datadir), env=real_kdf, P2PMARKET_PASSPHRASE=PASSPHRASE)
+    init = init_cli(cli, "--datadir", str(datadir), env=real_kdf, P2PMARKET_PASSPHRASE=PASSPHRASE)
     assert init.returncode == 0, init.stderr
     before = snapshot(datadir)
     names_before = sorted(p.name for p in datadir.iterdir())
@@ -168,7 +173,7 @@ def test_wrong_passphrase_exit_2_one_line_nothing_changed(cli: Cli, tmp_path: Pa
 
 def test_init_without_passphrase_source_refuses(cli: Cli, tmp_path: Path) -> None:
     datadir = tmp_path / "node"
-    result = cli("init", "--datadir", str(datadir))
+    result = init_cli(cli, "--datadir", str(datadir))
     assert result.returncode == 1
     assert "P2PMARKET_PASSPHRASE" in result.stderr
     assert "--insecure-no-passphrase" in result.stderr
@@ -216,7 +221,7 @@ def test_run_refuses_locked_datadir(
     cli: Cli, tmp_path: Path, lock_holder: Callable[[Path], None]
 ) -> None:
     datadir = tmp_path / "node"
-    assert cli("init", "--datadir", str(datadir), "--insecure-no-passphrase").returncode == 0
+    assert init_cli(cli, "--datadir", str(datadir), "--insecure-no-passphrase").returncode == 0
     lock_holder(datadir)
     result = cli("run", "--datadir", str(datadir))
     assert result.returncode == 1
@@ -229,7 +234,7 @@ def test_init_refuses_locked_datadir(
 ) -> None:
     datadir = tmp_path / "node"
     lock_holder(datadir)
-    result = cli("init", "--datadir", str(datadir), "--insecure-no-passphrase")
+    result = init_cli(cli, "--datadir", str(datadir), "--insecure-no-passphrase")
     assert result.returncode == 1
     assert "in use" in result.stderr
     assert not (datadir / "keystore").exists()
@@ -237,7 +242,7 @@ def test_init_refuses_locked_datadir(
 
 def test_run_hands_config_and_keystore_to_node_runner(cli: Cli, tmp_path: Path) -> None:
     datadir = tmp_path / "node"
-    init = cli("init", "--datadir", str(datadir), "--insecure-no-passphrase")
+    init = init_cli(cli, "--datadir", str(datadir), "--insecure-no-passphrase")
     assert init.returncode == 0, init.stderr
     fake = tmp_path / "fake"
     (fake / "node").mkdir(parents=True)
@@ -320,13 +325,13 @@ def test_passphrase_prompts_on_a_tty(tmp_path: Path) -> None:
     datadir = str(tmp_path / "node")
     env = base_env(tmp_path / "home")
 
-    code, text = run_on_tty(["init", "--datadir", datadir], ["one", "two"], tmp_path, env)
+    code, text = run_on_tty([*QUIET_INIT, "--datadir", datadir], ["one", "two"], tmp_path, env)
     assert code == 1, text
     assert "do not match" in text
     assert not (tmp_path / "node" / "keystore").exists()
 
     typed = [PASSPHRASE, PASSPHRASE]
-    code, text = run_on_tty(["init", "--datadir", datadir], typed, tmp_path, env)
+    code, text = run_on_tty([*QUIET_INIT, "--datadir", datadir], typed, tmp_path, env)
     assert code == 0, text
     assert len(PROMPT.findall(text.encode())) == 2
     assert PASSPHRASE not in text  # not echoed

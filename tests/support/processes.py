@@ -43,7 +43,7 @@ def free_tcp_port() -> int:
 def init_datadir(datadir: Path, env: dict[str, str]) -> str:
     """`p2pmarket init` without a passphrase; the new node's peer id."""
     done = subprocess.run(
-        [sys.executable, "-m", "p2pmarket", "init", "--datadir", str(datadir),
+        [sys.executable, "-m", "p2pmarket", "init", "--no-show-mnemonic", "--datadir", str(datadir),
          "--insecure-no-passphrase"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()[0]
