@@ -21,6 +21,7 @@ from node.market.cache import ListingCache
 from node.market.listings import Listings
 from node.market.moderation import Blocklist
 from node.market.profiles import Profiles
+from node.market.recovery import Recovery
 from node.market.search import Search
 from node.p2p.blobs import BlobService, BlobStore
 from node.p2p.messenger import Messenger, RetryPolicy
@@ -58,6 +59,8 @@ class Node:
         self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
                            on_unsold=self.listings.unsold)
         self.adverts = ArbiterAdverts(identity, db, self.dht)
+        self.recovery = Recovery(identity, self.dht, datadir, listings=self.listings,
+                                 profiles=self.profiles, adverts=self.adverts)
         # the escrow needs a chain: only a node given one (Esplora URL, network) has a driver
         self.escrow = EscrowDriver(self, escrow, datadir=datadir,
                                    accepts_arbitration=self.adverts.serving) if escrow else None
@@ -110,6 +113,9 @@ class Node:
         while True:  # keep our peer record (addresses, encryption key) fresh
             published = self.dht.contact_count() > 0 and await self.peers.publish()
             if published:  # and put out what was saved while no peer could store it
+                found = await self.recovery.step()  # after a restore: take back our records
+                if found is not None and found.anything:
+                    renewed_at = float("-inf")
                 await self.listings.publish_pending()
                 if time.monotonic() - renewed_at >= RENEW_CHECK_EVERY:
                     renewed_at = time.monotonic()

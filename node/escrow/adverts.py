@@ -107,6 +107,18 @@ class ArbiterAdverts:
         self._save(record.raw, live=True)
         return (await self.dht.put(record)).ok
 
+    def adopt(self, record: Record[Arbiter]) -> bool:
+        """Take my own advert found in the directory (after a restore) when it is newer than
+        what the database holds; True when it did."""
+        if record.publisher != self.identity.public:
+            return False
+        row = self.db.query_one("SELECT raw FROM arbiter_advert WHERE id=1")
+        if row is not None and decode_record(row["raw"], allow_expired=True, verified=True,
+                                             now=self.clock()).seq >= record.seq:
+            return False
+        self._save(record.raw, live=True)
+        return True
+
     def _save(self, raw: bytes, *, live: bool) -> None:
         self.db.execute("INSERT INTO arbiter_advert (id, raw, live) VALUES (1, ?, ?) "
                         "ON CONFLICT (id) DO UPDATE SET raw=excluded.raw, live=excluded.live",

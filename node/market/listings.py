@@ -199,6 +199,31 @@ class Listings:
             renewed += 1
         return renewed
 
+    def adopt(self, record: Record[Listing] | Record[Tombstone]) -> bool:
+        """Take one of my own records found in the DHT (after a restore) when it is newer than
+        what the database holds: a listing becomes mine again, a tombstone deletes. It was
+        found there, so it counts as published. True when something changed."""
+        if record.publisher != self.identity.public:
+            return False
+        body = record.body
+        listing_id = body.id if isinstance(body, Listing) else body.target_id
+        row = self.db.query_one("SELECT seq FROM my_listings WHERE id=?", (listing_id,))
+        if row is not None and row["seq"] >= record.seq:
+            return False
+        now = self.clock()
+        if isinstance(body, Listing):
+            self.db.execute(
+                "INSERT INTO my_listings (id, seq, raw, updated, published) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET seq=excluded.seq, raw=excluded.raw, "
+                "updated=excluded.updated, deleted=0, published=excluded.published",
+                (listing_id, record.seq, record.raw, now, now))
+        elif row is not None:
+            self.db.execute("UPDATE my_listings SET deleted=1, seq=?, updated=? WHERE id=?",
+                            (record.seq, now, listing_id))
+        else:
+            return False
+        return True
+
     def find(self, listing_id: str) -> Record[Listing] | None:
         try:
             return self.get(listing_id)
@@ -220,7 +245,7 @@ class Listings:
             scope=scope, term=term, listing_id=listing_id, listing_seq=tomb.seq,
             title=current.body.title, price=current.body.price, category=current.body.category),
             seq=tomb.seq, created=tomb.created, ttl=GONE_TTL)
-            for scope, term in listing_terms(current.body)]
+            for scope, term in self.terms(current.body)]
         await self._put_all(gone, remember=False)
 
     async def _save(self, listing: Listing, *, seq: int, old: Listing | None = None
@@ -235,7 +260,7 @@ class Listings:
             "updated=excluded.updated, deleted=0, published=NULL",
             (listing.id, seq, record.raw, self.clock()))
         if old is not None:
-            self._forget_terms(old, keep=listing_terms(listing))
+            self._forget_terms(old, keep=self.terms(listing))
         await self._publish_mine(record)
         return record
 
@@ -249,6 +274,10 @@ class Listings:
 
     # -- publishing ------------------------------------------------------------------------------
 
+    def terms(self, listing: Listing) -> list[tuple[IndexScope, str]]:
+        """The search terms of `listing` and its entry in my seller index."""
+        return [*listing_terms(listing), ("seller", self.identity.public.hex())]
+
     def index_entries(self, record: Record[Listing]) -> list[AnyRecord]:
         listing = record.body
         ttl = min(MAX_TTL["index"], record.expires - record.created)
@@ -256,7 +285,7 @@ class Listings:
             scope=scope, term=term, listing_id=listing.id, listing_seq=record.seq,
             title=listing.title, price=listing.price, category=listing.category),
             seq=record.seq, created=record.created, ttl=ttl)
-            for scope, term in listing_terms(listing)]
+            for scope, term in self.terms(listing)]
 
     async def publish(self, record: Record[Listing]) -> bool:
         """Put the listing and its index entries; True when the listing itself was stored."""
@@ -274,7 +303,7 @@ class Listings:
         return list(await asyncio.gather(*map(put, records)))
 
     def _forget_terms(self, listing: Listing, keep: list[tuple[IndexScope, str]]) -> None:
-        for scope, term in listing_terms(listing):
+        for scope, term in self.terms(listing):
             if (scope, term) not in keep:
                 self.dht.records.forget_published(index_key(scope, term), self.identity.public,
                                                   listing.id)

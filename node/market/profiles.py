@@ -79,6 +79,15 @@ class Profiles:
         self._keep(record)
         return (await self.dht.put(record)).ok
 
+    def adopt(self, record: Record[Profile]) -> bool:
+        """Take my own profile found in the DHT (after a restore) when it is newer than mine."""
+        if record.publisher != self.identity.public:
+            return False
+        if self.mine is not None and self.mine.seq >= record.seq:
+            return False
+        self._keep(record)
+        return True
+
     def _keep(self, record: Record[Profile]) -> None:
         if self.db is not None:
             self.db.execute("INSERT INTO my_profile (id, raw) VALUES (1, ?) "
