@@ -57,6 +57,7 @@ class Node:
         self.profiles = Profiles(identity, self.dht, db)
         self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
                            on_unsold=self.listings.unsold)
+        self.owned = self.trade.owned  # the reviews and reports I wrote, kept and renewed
         self.adverts = ArbiterAdverts(identity, db, self.dht)
         # the escrow needs a chain: only a node given one (Esplora URL, network) has a driver
         self.escrow = EscrowDriver(self, escrow, datadir=datadir,
@@ -116,6 +117,7 @@ class Node:
                     await self.listings.renew()  # and re-sign what would expire soon
                     await self.adverts.renew()
                     await self.profiles.renew()
+                    await self.owned.renew()  # reviews (with their rating keys) and reports
             await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
 
     async def close(self) -> None:
