@@ -5,25 +5,35 @@ accept, address, payment (outside escrow), shipping, receipt and a review.
     p2pmarket run --datadir /tmp/buyer --api-port 0 ...
     python examples/trade.py /tmp/seller /tmp/buyer
 
-Each side waits for the other through its event stream (`order.changed`, `offer.changed`).
+Each side waits for the other through its event stream: after each event (`offer.changed`,
+`order.changed`, ...) it reads the state it waits for. Either node may restart meanwhile: the
+clients (made with `restart_wait`) wait for it and the streams resume on the new node, whose
+`events.reset` makes the waiting side read the state again, so nothing missed is waited for.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from typing import TypeVar
 
-from p2pmarket.client import Client, Event
+from p2pmarket.client import ApiError, Client, Event
+
+T = TypeVar("T")
+RESTART_WAIT = 120.0  # how long a call waits for a node that restarts
 
 
-async def wait_for(events: AsyncIterator[Event], match: Callable[[Event], bool],
-                   timeout: float = 60.0) -> Event:
+async def until(events: AsyncIterator[Event], check: Callable[[], Awaitable[T | None]],
+                timeout: float = 60.0) -> T:
+    """`check()`'s first answer that is not None: asked now, then after every event."""
     async with asyncio.timeout(timeout):
-        async for event in events:
-            if match(event):
-                return event
+        if (found := await check()) is not None:
+            return found
+        async for _ in events:
+            if (found := await check()) is not None:
+                return found
     raise RuntimeError("the event stream ended")
 
 
@@ -50,31 +60,32 @@ async def trade(seller: Client, buyer: Client, *, say: Callable[[str], None] = p
 
         offer = await buyer.make_offer(seller_id, found.id, 3_500, note="would you take 35?")
         say(f"buyer offered 35.00 ({offer.id})")
-        await wait_for(seller_events, lambda e: e.type == "offer.changed"
-                       and e.data["offer"] == offer.id)
+
+        async def seller_has_offer() -> bool | None:
+            try:
+                return (await seller.get_offer(offer.id)).state == "open" or None
+            except ApiError as exc:
+                if exc.status == 404:  # not arrived yet
+                    return None
+                raise
+
+        await until(seller_events, seller_has_offer)
         await seller.counter_offer(offer.id, 4_000, note="40 and it is yours")
         say("seller countered 40.00")
-        await wait_for(buyer_events, lambda e: e.type == "offer.changed"
-                       and e.data["offer"] == offer.id and e.data["state"] == "countered")
+        await until(buyer_events, lambda: offer_in(buyer, offer.id, "countered"))
         await buyer.accept_offer(offer.id)
-        opened = await wait_for(buyer_events, lambda e: e.type == "order.changed"
-                                and e.data["kind"] == "opened")
-        order_id = str(opened.data["order"])
+        order_id = await until(buyer_events, lambda: order_of(buyer, offer.id))
         say(f"buyer accepted; order {order_id}")
 
         await buyer.send_address(order_id, "Example Str. 1, 10115 Berlin")
-        await wait_for(seller_events, lambda e: e.type == "order.changed"
-                       and e.data["order"] == order_id and e.data["kind"] == "address")
-        address = (await seller.get_order(order_id)).address
+        address = await until(seller_events, lambda: address_of(seller, order_id))
         say(f"seller got the address: {address}")
         await seller.confirm_payment(order_id, reference="bank transfer")
         await seller.ship_order(order_id, "DHL", "JJD0001234")
         say("seller confirmed payment and shipped")
-        await wait_for(buyer_events, lambda e: e.type == "order.changed"
-                       and e.data["order"] == order_id and e.data["state"] == "shipped")
+        await until(buyer_events, lambda: order_in(buyer, order_id, "shipped", "completed"))
         await buyer.confirm_received(order_id, "arrived, thanks")
-        await wait_for(buyer_events, lambda e: e.type == "order.changed"
-                       and e.data["order"] == order_id and e.data["state"] == "completed")
+        await until(buyer_events, lambda: order_in(buyer, order_id, "completed"))
         say("buyer confirmed receipt; the order is completed")
         await buyer.review_order(order_id, 5, "friendly seller, fast shipping")
         profile = await buyer.get_profile(seller_id)
@@ -82,9 +93,30 @@ async def trade(seller: Client, buyer: Client, *, say: Callable[[str], None] = p
     return order_id
 
 
+async def offer_in(client: Client, offer_id: str, state: str) -> bool | None:
+    return (await client.get_offer(offer_id)).state == state or None
+
+
+async def order_of(client: Client, offer_id: str) -> str | None:
+    return (await client.get_offer(offer_id)).order_id
+
+
+async def address_of(client: Client, order_id: str) -> str | None:
+    try:
+        return (await client.get_order(order_id)).address
+    except ApiError as exc:
+        if exc.status == 404:  # the seller's side of the order is not there yet
+            return None
+        raise
+
+
+async def order_in(client: Client, order_id: str, *states: str) -> bool | None:
+    return (await client.get_order(order_id)).state in states or None
+
+
 async def main(seller_dir: str, buyer_dir: str) -> None:
-    async with Client.from_datadir(seller_dir) as seller, \
-            Client.from_datadir(buyer_dir) as buyer:
+    async with Client.from_datadir(seller_dir, restart_wait=RESTART_WAIT) as seller, \
+            Client.from_datadir(buyer_dir, restart_wait=RESTART_WAIT) as buyer:
         await trade(seller, buyer)
 
 

@@ -58,6 +58,7 @@ class Node:
         self.profiles = Profiles(identity, self.dht, db)
         self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
                            on_unsold=self.listings.unsold)
+        self.owned = self.trade.owned  # the reviews and reports I wrote, kept and renewed
         self.adverts = ArbiterAdverts(identity, db, self.dht)
         self.recovery = Recovery(identity, self.dht, datadir, listings=self.listings,
                                  profiles=self.profiles, adverts=self.adverts)
@@ -122,6 +123,7 @@ class Node:
                     await self.listings.renew()  # and re-sign what would expire soon
                     await self.adverts.renew()
                     await self.profiles.renew()
+                    await self.owned.renew()  # reviews (with their rating keys) and reports
             await asyncio.sleep(PEER_RECORD_EVERY if published else 5.0)
 
     async def close(self) -> None:

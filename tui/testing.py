@@ -23,6 +23,7 @@ from p2pmarket.api.schemas import (
     ListingFields,
     ListingOut,
     NodeStatus,
+    OwnRecordOut,
     Page,
     PeerOut,
     ProfileFields,
@@ -181,6 +182,14 @@ class FakeClient:
                                      bio="Bikes and parts, Berlin.",
                                      location=Location("DE", "u33db"), seq=1, reviews=2,
                                      rating=4.5, avatar=image_ref(2))
+        self.records = [  # what GET /records answers: one listing that no DHT node stored
+            OwnRecordOut(kind="profile", id="", key="01" * 20, seq=2,
+                         expires=CREATED + 30 * 86400, published_at=CREATED + 60),
+            OwnRecordOut(kind="listing", id=self.mine[0].id, key="02" * 20, seq=1,
+                         expires=CREATED + 30 * 86400, published_at=None,
+                         error="no DHT node stored it (no peers)"),
+            OwnRecordOut(kind="review", id="order-0001", key="03" * 20, seq=1,
+                         expires=CREATED + 365 * 86400, published_at=CREATED + 120)]
         self.messages: dict[str, list[ChatOut]] = {"offer-0001": [
             ChatOut(sender=SELLER, mine=False, text="Still available!", at=now - 4000)]}
 
@@ -502,6 +511,10 @@ class FakeClient:
     async def get_my_profile(self) -> ProfileOut:
         self._call("get_my_profile")
         return self.my_profile
+
+    async def list_my_records(self, **kw: Any) -> Page[OwnRecordOut]:
+        self._call("list_my_records", kw)
+        return Page(items=list(self.records))
 
     async def put_my_profile(self, fields: Mapping[str, Any]) -> ProfileOut:
         self._call("put_my_profile", fields)

@@ -32,6 +32,8 @@ MIGRATIONS = [
         live INTEGER NOT NULL
     );
     """,
+    # when a DHT node last stored it; NULL: not stored anywhere (yet), so renew() puts it out
+    "ALTER TABLE arbiter_advert ADD COLUMN published REAL;",
 ]
 
 
@@ -84,9 +86,8 @@ class ArbiterAdverts:
             raise LocalEscrowError(f"bad advert: {exc}") from exc
         record = sign_record(self.identity, body, seq=self._seq(), created=int(self.clock()))
         self._save(record.raw, live=True)
-        report = await self.dht.put(record)
-        if not report.ok:
-            log.warning("arbiter advert not stored by any DHT node yet (%s)", report.refused)
+        if not await self._put(record):
+            log.warning("arbiter advert not stored by any DHT node yet; the node keeps trying")
         return record
 
     async def withdraw(self) -> None:
@@ -94,18 +95,34 @@ class ArbiterAdverts:
         tomb = sign_record(self.identity, Tombstone(target_kind="arbiter"), seq=self._seq(),
                            created=int(self.clock()))
         self._save(tomb.raw, live=False)
-        await self.dht.put(tomb)
+        await self._put(tomb)
 
     async def renew(self) -> bool:
         """Re-sign our live advert (same seq and terms, a new lifetime) when it expires within
-        RENEW_BEFORE or already did while the node was off; True when a DHT node stored it.
+        RENEW_BEFORE or already did while the node was off, or put it out again when no DHT
+        node stored it yet; True when a DHT node stored it.
         Without this every escrow naming us fails 30 days after we advertised."""
         advert = self.advert()
-        record = None if advert is None else renewal(self.identity, advert, self.clock())
-        if record is None:
+        if advert is None:
             return False
-        self._save(record.raw, live=True)
-        return (await self.dht.put(record)).ok
+        record = renewal(self.identity, advert, self.clock())
+        if record is not None:
+            self._save(record.raw, live=True)
+        elif self.published_at() is not None:
+            return False
+        return await self._put(record or advert)
+
+    def published_at(self) -> float | None:
+        """When a DHT node last stored our current advert (or tombstone); None: not yet."""
+        row = self.db.query_one("SELECT published FROM arbiter_advert WHERE id=1")
+        return None if row is None else row["published"]
+
+    async def _put(self, record: Record[Arbiter] | Record[Tombstone]) -> bool:
+        ok = (await self.dht.put(record)).ok
+        if ok:
+            self.db.execute("UPDATE arbiter_advert SET published=? WHERE raw=?",
+                            (self.clock(), record.raw))
+        return ok
 
     def adopt(self, record: Record[Arbiter]) -> bool:
         """Take my own advert found in the directory (after a restore) when it is newer than
@@ -120,9 +137,9 @@ class ArbiterAdverts:
         return True
 
     def _save(self, raw: bytes, *, live: bool) -> None:
-        self.db.execute("INSERT INTO arbiter_advert (id, raw, live) VALUES (1, ?, ?) "
-                        "ON CONFLICT (id) DO UPDATE SET raw=excluded.raw, live=excluded.live",
-                        (raw, int(live)))
+        self.db.execute("INSERT INTO arbiter_advert (id, raw, live, published) "
+                        "VALUES (1, ?, ?, NULL) ON CONFLICT (id) DO UPDATE SET "
+                        "raw=excluded.raw, live=excluded.live, published=NULL", (raw, int(live)))
 
     async def directory(self) -> list[Record[Arbiter]]:
         return await list_arbiters(self.dht)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import time
 
 from dht.server import DhtNode
-from p2pmarket.identity import Identity
+from node.market.owned import OwnRecords
+from p2pmarket.identity import peer_id_from_public
 from p2pmarket.storage import Database
 from p2pmarket.wire.bodies import Report, ReportReason
 from p2pmarket.wire.dhtkeys import reports_key
-from p2pmarket.wire.records import AnyRecord, sign_record
+from p2pmarket.wire.records import Record, sign_record
 
 MIGRATIONS = [
     """
@@ -72,11 +73,21 @@ class Blocklist:
             (publisher, listing_id)) is not None
 
 
-async def report_listing(identity: Identity, dht: DhtNode, publisher: bytes, listing_id: str,
-                         reason: ReportReason, text: str = "") -> AnyRecord:
-    record = sign_record(identity, Report(listing_publisher=publisher, listing_id=listing_id,
-                                          reason=reason, text=text), seq=int(time.time() * 1000))
-    await dht.put(record)
+def report_ref(publisher: bytes, listing_id: str) -> str:
+    """How my report of a listing is named among my records: PEER_ID/LISTING_ID."""
+    return f"{peer_id_from_public(publisher)}/{listing_id}"
+
+
+async def report_listing(owned: OwnRecords, publisher: bytes, listing_id: str,
+                         reason: ReportReason, text: str = "") -> Record[Report]:
+    """Sign and publish my report (reporting again replaces it); it is kept among my records
+    and renewed while the node runs, so it counts as long as I stand by it."""
+    now, ref = owned.clock(), report_ref(publisher, listing_id)
+    record = sign_record(owned.identity, Report(listing_publisher=publisher,
+                                                listing_id=listing_id, reason=reason, text=text),
+                         seq=max(int(now * 1000), owned.last_seq("report", ref) + 1),
+                         created=int(now))
+    await owned.publish(record, ref)
     return record
 
 

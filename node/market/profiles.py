@@ -37,6 +37,8 @@ MIGRATIONS = [
         raw BLOB NOT NULL              -- my signed profile record, as last published
     );
     """,
+    # when a DHT node last stored it; NULL: not stored anywhere (yet), so renew() puts it out
+    "ALTER TABLE my_profile ADD COLUMN published REAL;",
 ]
 
 
@@ -48,14 +50,16 @@ class Profiles:
                  clock: Callable[[], float] = time.time) -> None:
         self.identity, self.dht, self.db, self.clock = identity, dht, db, clock
         self.mine: Record[Profile] | None = None
+        self._published: float | None = None  # when a DHT node last stored `mine`
         if db is not None:
             db.migrate("profile", MIGRATIONS)
-            row = db.query_one("SELECT raw FROM my_profile WHERE id=1")
+            row = db.query_one("SELECT raw, published FROM my_profile WHERE id=1")
             if row is not None:
                 record = decode_record(row["raw"], allow_expired=True, verified=True,
                                        now=clock())
                 if isinstance(record.body, Profile):
                     self.mine = record  # type: ignore[assignment]
+                    self._published = row["published"]
 
     async def publish(self, profile: Profile) -> Record[Profile]:
         """Sign and publish my profile (it replaces the whole previous one)."""
@@ -67,17 +71,34 @@ class Profiles:
         except RecordError as exc:
             raise ProfileInvalid(str(exc)) from exc
         self._keep(record)
-        await self.dht.put(record)
+        await self._put(record)
         return record
 
     async def renew(self) -> bool:
         """Re-sign my profile (same seq and content, a new lifetime) when it expires within
-        RENEW_BEFORE or lapsed while the node was off; True when a DHT node stored it."""
-        record = None if self.mine is None else renewal(self.identity, self.mine, self.clock())
-        if record is None:
+        RENEW_BEFORE or lapsed while the node was off, or put it out again when no DHT node
+        stored it yet; True when a DHT node stored it."""
+        if self.mine is None:
             return False
-        self._keep(record)
-        return (await self.dht.put(record)).ok
+        record = renewal(self.identity, self.mine, self.clock())
+        if record is not None:
+            self._keep(record)
+        elif self.published_at() is not None:
+            return False
+        return await self._put(record or self.mine)
+
+    def published_at(self) -> float | None:
+        """When a DHT node last stored my current profile (None: not yet)."""
+        return self._published
+
+    async def _put(self, record: Record[Profile]) -> bool:
+        ok = (await self.dht.put(record)).ok
+        if ok and record is self.mine:
+            self._published = self.clock()
+            if self.db is not None:
+                self.db.execute("UPDATE my_profile SET published=? WHERE raw=?",
+                                (self._published, record.raw))
+        return ok
 
     def adopt(self, record: Record[Profile]) -> bool:
         """Take my own profile found in the DHT (after a restore) when it is newer than mine."""
@@ -90,9 +111,10 @@ class Profiles:
 
     def _keep(self, record: Record[Profile]) -> None:
         if self.db is not None:
-            self.db.execute("INSERT INTO my_profile (id, raw) VALUES (1, ?) "
-                            "ON CONFLICT (id) DO UPDATE SET raw=excluded.raw", (record.raw,))
-        self.mine = record
+            self.db.execute("INSERT INTO my_profile (id, raw, published) VALUES (1, ?, NULL) "
+                            "ON CONFLICT (id) DO UPDATE SET raw=excluded.raw, published=NULL",
+                            (record.raw,))
+        self.mine, self._published = record, None
 
     async def get(self, publisher: bytes) -> Record[Profile] | None:
         if publisher == self.identity.public and self.mine is not None:

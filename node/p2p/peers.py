@@ -18,7 +18,7 @@ from node.p2p.transport import Host
 from p2pmarket.identity import Identity
 from p2pmarket.wire.bodies import Peer
 from p2pmarket.wire.dhtkeys import single_key
-from p2pmarket.wire.records import sign_record
+from p2pmarket.wire.records import Record, sign_record
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ class PeerDirectory:
         self.identity, self.host, self.dht = identity, host, dht
         self._cache: dict[bytes, PeerInfo] = {}
         self._published: tuple[tuple[str, ...], float] | None = None
+        # our latest peer record and when a DHT node stored it (None: not stored), for the owner
+        self.mine: Record[Peer] | None = None
+        self.published_at: float | None = None
 
     async def publish(self, *, force: bool = False) -> bool:
         """(Re)publish our peer record if the addresses changed or it is getting old."""
@@ -53,6 +56,7 @@ class PeerDirectory:
         body = Peer(addrs=addrs, enc_key=encryption_public(self.identity))
         record = sign_record(self.identity, body, seq=int(now * 1000), ttl=PEER_TTL)
         report = await self.dht.put(record)
+        self.mine, self.published_at = record, now if report.ok else None
         if report.ok:
             self._published = (addrs, now)
         else:

@@ -4,7 +4,9 @@ When the buyer opens a negotiation it sends a fresh rating key; the seller's ope
 signs a grant over (order id, seller key, rating key). The buyer later publishes a `Review` signed
 by the rating key with the grant inside, under `reviews_key(seller)`. Readers keep only reviews
 whose grant verifies, one per order. The rating key is derived from the buyer's identity seed
-and the negotiation id, so it needs no storage and nobody else can link it to the buyer.
+and the negotiation id, so it needs no storage and nobody else can link it to the buyer; the
+buyer's node keeps the review among its own records (`node.market.owned`, signer = the
+negotiation id) and renews it with the same derived key.
 """
 
 from __future__ import annotations
@@ -38,16 +40,17 @@ def rating_identity(identity: Identity, negotiation_id: str) -> Identity:
 
 
 def build_review(rating: Identity, *, seller: bytes, order_id: str, stars: int, text: str,
-                 grant: bytes, seq: int = 1) -> Record[Review]:
+                 grant: bytes, seq: int = 1, created: int | None = None) -> Record[Review]:
     """A review record signed by the rating key; a higher `seq` replaces an earlier one."""
     body = Review(seller=seller, order_id=order_id, rating=stars, text=text, grant=grant)
-    return sign_record(rating, body, seq=seq)
+    return sign_record(rating, body, seq=seq, created=created)
 
 
 def verify_review(record: AnyRecord) -> bool:
     """True for a well-signed review whose grant is the named seller's, for this rating key."""
     try:
-        checked = decode_record(record.raw)
+        # signature and grant only: whether it is still live is the reader's call, on its clock
+        checked = decode_record(record.raw, now=record.created, allow_expired=True)
     except RecordError:
         return False
     body = checked.body

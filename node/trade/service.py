@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from dht.server import DhtError, DhtNode
+from node.market.owned import OwnRecords, put_error
 from node.p2p.messenger import Messenger
 from node.p2p.peers import PeerDirectory
 from node.p2p.seal import SealError, seal
@@ -104,8 +105,11 @@ class Trade:
 
     def __init__(self, node: TradeNode, *, own_listing: ListingSource | None = None,
                  on_sold: SaleHook | None = None, on_unsold: SaleHook | None = None,
-                 clock: Clock = time.time) -> None:
+                 owned: OwnRecords | None = None, clock: Clock = time.time) -> None:
         self.node, self.identity = node, node.identity
+        # where the reviews I write are kept and renewed (with the rating key that signed them)
+        self.owned = owned or OwnRecords(node.identity, node.db, node.dht, clock=clock,
+                                         derive=self.rating_key)
         self.own_listing, self.on_sold, self.on_unsold = own_listing, on_sold, on_unsold
         self.clock = clock
         self.store = TradeStore(node.db)
@@ -292,24 +296,31 @@ class Trade:
             raise IllegalEvent(f"an order can be reviewed once received; it is {order.state}")
         if self.node.dht is None:
             raise Unavailable("no DHT to publish the review in")
-        rating = rating_identity(self.identity, order.terms.negotiation)
+        rating = self.rating_key(order.terms.negotiation)
         if rating.public != order.terms.rating_key:
             raise TradeError("the order's rating key is not ours")
         try:
             record = build_review(rating, seller=order.seller, order_id=order.id, stars=stars,
                                   text=text, grant=order.terms.grant,
-                                  seq=self.store.review_seq(order.id) + 1)
+                                  seq=self.store.review_seq(order.id) + 1,
+                                  created=int(self.clock()))
         except RecordError as exc:
             raise LocalProtocolError(str(exc)) from exc
+        # kept (and its seq used up) before the put: a review stored nowhere now goes out
+        # with the next renewal round, and a new one never reuses its seq
+        self.store.set_review_seq(order.id, record.seq)
         try:
-            report = await self.node.dht.put(record)
+            report = await self.owned.publish(record, order.id, signer=order.terms.negotiation)
         except DhtError as exc:
             raise Unavailable(f"cannot publish the review: {exc}") from exc
         if not report.ok:
-            raise Unavailable(f"no DHT node stored the review: {report.refused}")
-        self.store.set_review_seq(order.id, record.seq)
+            raise Unavailable(f"{put_error(report)}; the node keeps trying")
         self.events.emit(ReviewPublished(order=order.id, seller=order.seller, stars=stars))
         return record
+
+    def rating_key(self, negotiation_id: str) -> Identity:
+        """My rating key for one negotiation (so for its order's review)."""
+        return rating_identity(self.identity, negotiation_id)
 
     async def reviews_for(self, seller: bytes) -> list[Record[Review]]:
         return await self._reviews().reviews_for(seller)

@@ -328,6 +328,8 @@ class ReportOut(Wire, frozen=True):
     publisher: PeerId
     listing_id: str
     reports: int  # distinct reporters found in the DHT
+    # when a DHT node stored my report (POST); null: stored nowhere yet (the node keeps trying)
+    published_at: float | None = None
 
 
 class ArbiterOut(Wire, frozen=True):
@@ -337,3 +339,18 @@ class ArbiterOut(Wire, frozen=True):
     fee_percent_bp: int  # basis points of the escrowed amount
     fee_fixed_sat: int
     expires: int
+
+
+# -- my records in the DHT ---------------------------------------------------------------------
+
+
+class OwnRecordOut(Wire, frozen=True):
+    """One record this node signed and keeps alive in the DHT (renewed before it expires)."""
+
+    kind: str  # listing, profile, arbiter, peer, review, report
+    id: str  # listing id, order id (review), PEER_ID/LISTING_ID (report); "" for one per node
+    key: str  # the DHT key, hex
+    seq: int
+    expires: int  # unix time; renewed RENEW_BEFORE (7 days) ahead while the node runs
+    published_at: float | None  # when a DHT node last stored this version; null: not yet
+    error: str | None = None  # why it is stored nowhere (null when published)

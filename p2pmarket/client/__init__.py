@@ -77,8 +77,9 @@ class Client(MarketMethods, TradeMethods):
                 if not reconnect:
                     raise
                 self.reread()  # a restarted node: new port and token
-            except ApiError as exc:
-                if not (reconnect and exc.status == 401 and self.reread()):
+            except ApiError as exc:  # a restarted node: new token; or one still starting
+                if not (reconnect and (exc.status == 503 or (exc.status == 401
+                                                             and self.reread()))):
                     raise
             if not reconnect:
                 return

@@ -67,6 +67,12 @@ class MarketMethods(Transport):
     async def delete_listing(self, listing_id: str) -> None:
         await self.call_empty("DELETE", f"/listings/{seg(listing_id)}")
 
+    async def list_my_records(self, *, page_size: int = 50, page_token: str | None = None
+                              ) -> s.Page[s.OwnRecordOut]:
+        """My records in the DHT with their expiry and last publication (or error)."""
+        return await self.call("GET", "/records", s.Page[s.OwnRecordOut],
+                               query=s.Paging(page_size=page_size, page_token=page_token))
+
     # -- anyone's listings, search ---------------------------------------------------------------
 
     async def get_listing(self, peer_id: str, listing_id: str, *, refresh: bool = False

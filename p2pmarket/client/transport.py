@@ -4,6 +4,7 @@ problem+json turned into `ApiError`, and where a data dir keeps the API's URL an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -98,8 +99,13 @@ class Transport:
     """Talks to one node: `Transport(url, token)`; use as an async context manager."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 120.0,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None,
+                 restart_wait: float = 0.0) -> None:
         self.url, self.token = url.rstrip("/"), token
+        # how long a request waits for a node that is starting or restarting (see `request`);
+        # 0 (the CLI): a stopped node is an error at once. Scripts that should carry on across
+        # a restart of their node set it (examples/trade.py waits 120 s).
+        self.restart_wait = restart_wait
         # set by `Client.from_datadir`: where to re-read the URL and token after a node restart
         self.datadir: Path | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -147,22 +153,36 @@ class Transport:
                       timeout: float | None = None) -> tuple[int, bytes, str]:
         """(status, body, content type) of a successful answer; raises on a problem.
 
-        A client made with `from_datadir` follows a node restart: on a 401 or a refused
-        connection it re-reads the data dir's API files and, when they changed, asks once more
-        (after a connection that broke mid-request only for methods that are safe to repeat).
+        It waits up to `restart_wait` seconds for a node that is starting (503 `starting`:
+        the node refuses before a handler touches anything, so any method may be asked again)
+        and, for a client made with `from_datadir`, for one that restarts: a refused
+        connection (never sent) or a 401 re-reads the data dir's API files until the new node
+        answers. A request whose connection broke after it was sent is asked again only when
+        its method is safe to repeat; a POST is never sent twice.
         """
-        try:
-            return await self._request(method, path, query=query, body=body, headers=headers,
-                                       timeout=timeout)
-        except ApiError as exc:
-            if exc.status != 401 or not self.reread():  # a 401 was not acted on: safe to retry
-                raise
-        except NodeUnreachable as exc:
-            # a POST may have been carried out before the connection broke: never sent twice
-            if (exc.sent and method not in IDEMPOTENT) or not self.reread():
-                raise
-        return await self._request(method, path, query=query, body=body, headers=headers,
-                                   timeout=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.restart_wait
+        pause = 0.1
+        while True:
+            try:
+                return await self._request(method, path, query=query, body=body,
+                                           headers=headers, timeout=timeout)
+            except ApiError as exc:
+                if exc.status == 401 and self.reread():
+                    continue  # a new node: its token (a 401 was not acted on)
+                if not (exc.status == 503 and exc.name == "starting"):
+                    raise
+                if loop.time() + pause > deadline:
+                    raise
+            except NodeUnreachable as exc:
+                if exc.sent and method not in IDEMPOTENT:
+                    raise  # it may have been carried out before the connection broke
+                if self.reread():
+                    continue  # the restarted node's URL and token
+                if self.datadir is None or loop.time() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)  # stopped (no API files yet) or starting
+            pause = min(1.0, pause * 2)
 
     async def _request(self, method: str, path: str, *, query: msgspec.Struct | None,
                        body: msgspec.Struct | None, headers: Mapping[str, str] | None,

@@ -128,3 +128,11 @@ class TestProfile:
             await pilot.press("e")
             await settle(pilot)
         assert snap_compare(app(), terminal_size=SIZE, run_before=run)
+
+    def test_my_records(self, snap_compare: Any) -> None:
+        async def run(pilot: Pilot[Any]) -> None:
+            await pilot.press("f7")
+            await settle(pilot)
+            await pilot.press("p")
+            await settle(pilot)
+        assert snap_compare(app(), terminal_size=SIZE, run_before=run)

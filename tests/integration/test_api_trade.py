@@ -86,6 +86,9 @@ async def test_offer_to_completed_order_and_review(tmp_path: Path) -> None:
             assert review.rating == 5 and review.seller == seller.peer_id
             profile = await when(lambda: b.get_profile(seller.peer_id), lambda p: p.reviews == 1)
             assert profile.rating == 5.0
+            # the buyer keeps its review among its records, to renew it
+            [kept] = [r for r in (await b.list_my_records()).items if r.kind == "review"]
+            assert kept.id == order_id and kept.published_at is not None and kept.error is None
             await when(lambda: s.get_my_listing(listing.id), lambda x: x.quantity == 1)
 
             await when(lambda: _wait_events(seen_b, "order.changed", 5), bool, 20)

@@ -170,14 +170,21 @@ async def test_edit_propagates_delete_hides_block_filters() -> None:
 
 async def test_reports_are_signed_and_counted_once_per_reporter() -> None:
     from node.market.moderation import report_count, report_listing
+    from node.market.owned import OwnRecords
     from p2pmarket.wire.dhtkeys import reports_key
 
     async with dht_network(12) as net:
         seller = Identity.generate()
         reporters = [Identity.generate() for _ in range(3)]
-        for i, who in enumerate(reporters):
-            await report_listing(who, net[i], seller.public, "item-00001", "scam", "fake")
-        await report_listing(reporters[0], net[5], seller.public, "item-00001", "spam")  # again
+        mine = [OwnRecords(who, Database.open(":memory:"), net[i])
+                for i, who in enumerate(reporters)]
+        for owned in mine:
+            await report_listing(owned, seller.public, "item-00001", "scam", "fake")
+        await report_listing(mine[0], seller.public, "item-00001", "spam")  # again
+        # the second report replaced the first among the reporter's own records
+        [kept] = mine[0].states()
+        assert kept.kind == "report" and kept.ref == f"{seller.peer_id}/item-00001"
+        assert kept.published is not None and kept.error is None
         assert await report_count(net[9], seller.public, "item-00001") == 3
         assert await report_count(net[9], seller.public, "item-00002") == 0
         records = await net[8].get_all(reports_key(seller.public, "item-00001"))

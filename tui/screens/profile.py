@@ -1,5 +1,5 @@
 """Profile screen: my public profile (name, bio, location; signed and published in the DHT) with
-an edit form, and the reviews buyers left for me with my rating."""
+an edit form, the reviews buyers left for me with my rating, and (p) my records in the DHT."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from p2pmarket.api.schemas import ProfileOut
 from p2pmarket.client import Event
 from tui.base import BaseScreen, data_table
 from tui.format import esc, plain
+from tui.screens.records import RecordsScreen
 from tui.widgets.forms import Field, FieldInvalid, FormScreen
 from tui.widgets.images import ImagePreview, read_image_files
 
@@ -57,6 +58,7 @@ def profile_fields(values: dict[str, str], current: ProfileOut) -> dict[str, obj
 class ProfileScreen(BaseScreen):
     BINDINGS = [
         Binding("e", "edit", "Edit profile", id="profile.edit"),
+        Binding("p", "records", "My records", id="profile.records"),
         Binding("r", "refresh", "Refresh", id="profile.refresh"),
     ]
 
@@ -137,6 +139,10 @@ class ProfileScreen(BaseScreen):
         self.app.push_screen(FormScreen("My profile", fields, submit,
                                         note="Signed with your key and published in the DHT."),
                              after)
+
+    def action_records(self) -> None:
+        """My records in the DHT: expiry, last publication, what is stored nowhere."""
+        self.app.push_screen(RecordsScreen())
 
     def live(self, event: Event) -> None:
         if event.type in ("review.published", "events.reset"):

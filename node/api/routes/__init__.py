@@ -12,7 +12,8 @@ from node.api.routes import (
     offers,
     orders,
     profiles,
+    records,
 )
 
 __all__ = ["arbiter", "escrow", "events", "listings", "messages", "moderation", "node", "offers",
-           "orders", "profiles"]
+           "orders", "profiles", "records"]

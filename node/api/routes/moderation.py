@@ -59,13 +59,15 @@ async def unblock_listing(call: Call) -> None:
 @routes.post("/reports", name="reportListing", summary="Report a listing (signed, in the DHT)",
              body=s.ReportFields, response=s.ReportOut, status=201)
 async def report(call: Call) -> Reply:
-    """One report per reporter and listing; reporting again replaces mine."""
+    """One report per reporter and listing; reporting again replaces mine. `published_at` is
+    null when no DHT node stored it (the node keeps trying; see `GET /records`)."""
     f = call.body(s.ReportFields)
     node = call.node
     publisher = public_key(f.publisher, pointer="/publisher")
-    await report_listing(node.identity, node.dht, publisher, f.listing_id, f.reason, f.text)
+    record = await report_listing(node.owned, publisher, f.listing_id, f.reason, f.text)
     count = await report_count(node.dht, publisher, f.listing_id)
-    return created(s.ReportOut(publisher=f.publisher, listing_id=f.listing_id, reports=count),
+    return created(s.ReportOut(publisher=f.publisher, listing_id=f.listing_id, reports=count,
+                               published_at=node.owned.published_at(record)),
                    f"/api/v1/sellers/{f.publisher}/listings/{f.listing_id}/reports")
 
 
