@@ -39,6 +39,7 @@ REPLICAS = 3  # keepers that should hold each image of ours
 MAX_OFFERS = 8  # keepers asked per image and round
 OFFER_TIMEOUT = 60.0  # the keeper pulls the bytes before it answers
 RECHECK_EVERY = 6 * 3600.0
+RETRY_EVERY = 600.0  # some image found too few keepers: look again this soon
 
 
 def closest_keepers(digest: bytes, keepers: Iterable[bytes]) -> list[bytes]:
@@ -107,6 +108,7 @@ class ImageReplicator:
         self.identity, self.listings, self.blobs = identity, listings, blobs
         self.holders, self.peers, self.replicas, self.clock = holders, peers, replicas, clock
         self._placed: dict[tuple[bytes, bytes], float] = {}  # (listing raw hash, digest) -> when
+        self.unplaced = 0  # images the last round could not give to enough keepers
         self._wake = asyncio.Event()
 
     def kick(self, _record: Record[Listing] | None = None) -> None:
@@ -127,8 +129,10 @@ class ImageReplicator:
                     await self.replicate()
                 except DhtError as exc:
                     log.info("could not place listing images: %s", exc)
+            wait = (5.0 if not self.peers.published
+                    else RETRY_EVERY if self.unplaced else RECHECK_EVERY)
             try:
-                async with asyncio.timeout(RECHECK_EVERY if self.peers.published else 5.0):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -145,6 +149,7 @@ class ImageReplicator:
                 if (placed is None or now - placed >= RECHECK_EVERY) and self.blobs.store.has(
                         image.sha256):
                     due.append((record, image.sha256))
+        self.unplaced = len(due)
         if not due:
             return 0
         keepers = [r.publisher for r in await self.holders.keepers()]
@@ -156,6 +161,7 @@ class ImageReplicator:
             if await self.place(record, digest, keepers) >= min(self.replicas, len(keepers)):
                 self._placed[(hashlib.sha256(record.raw).digest(), digest)] = now
                 done += 1
+        self.unplaced = len(due) - done
         return done
 
     async def place(self, record: Record[Listing], digest: bytes, keepers: list[bytes]) -> int:

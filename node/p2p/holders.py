@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 HOLDER_TTL = 86_400
 REANNOUNCE_AFTER = 12 * 3600
 CHECK_EVERY = 60.0  # how often the announce loop looks for held blobs without a fresh record
+NOT_READY_RETRY = 2.0
 KEEPERS_CACHE = 300.0
 ANNOUNCE_CONCURRENCY = 4
 MAX_KEEPERS = 256  # the most adverts a reader considers (the directory holds up to 2048)
@@ -54,13 +55,14 @@ class Holders:
         """Keep our holder records (and keeper advert) alive; cancel to stop."""
         while True:
             self._wake.clear()
-            if self.ready() and self.dht.contact_count() > 0:
+            ready = self.ready() and self.dht.contact_count() > 0
+            if ready:
                 try:
                     await self.announce_due()
                 except DhtError as exc:
                     log.info("could not announce held images: %s", exc)
-            try:
-                async with asyncio.timeout(CHECK_EVERY):
+            try:  # not ready: no peer record yet (nobody could dial us), or no DHT contacts
+                async with asyncio.timeout(CHECK_EVERY if ready else NOT_READY_RETRY):
                     await self._wake.wait()
             except TimeoutError:
                 pass
