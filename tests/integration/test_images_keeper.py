@@ -21,7 +21,7 @@ import pytest
 
 from dht.server import DhtNode
 from dht.testing import dht_network, make_node, start_node
-from node.bootstrap import BootstrapNode
+from node.bootstrap import BootstrapNode, render_metrics
 from node.p2p.keepbook import MB, KeepPolicy
 from node.p2p.libp2p_host.host import Libp2pHost
 from node.p2p.peers import PeerDirectory
@@ -88,6 +88,8 @@ async def test_buyer_sees_the_image_with_the_seller_stopped(
         # the seller hands the image to the keeper, which announces itself as a holder
         await until(lambda: digest in boot.keeping.keeper.held(), timeout=60)
         await until(lambda: digest in boot.keeping.holders._announced, timeout=60)
+        metrics = render_metrics(boot.dht, 0.0, boot.relay, boot.keeping)
+        assert f"p2pmarket_images_kept_bytes {len(IMAGE)}" in metrics
         seller_id = seller.peer_id
     # the seller's node is stopped now; a liar claims the image as well
     liar, liar_dht = await liar_holder(backbone, digest)
