@@ -18,12 +18,16 @@ from node.escrow.adverts import ArbiterAdverts
 from node.escrow.arbiters import ArbiterService
 from node.escrow.driver import EscrowConfig, EscrowDriver
 from node.market.cache import ListingCache
+from node.market.images import ImageFinder, ImageReplicator
 from node.market.listings import Listings
 from node.market.moderation import Blocklist
 from node.market.profiles import Profiles
 from node.market.recovery import Recovery
 from node.market.search import Search
 from node.p2p.blobs import BlobService, BlobStore
+from node.p2p.holders import Holders
+from node.p2p.keepbook import KeepPolicy
+from node.p2p.keeper import Keeper
 from node.p2p.messenger import Messenger, RetryPolicy
 from node.p2p.outbox import Outbox
 from node.p2p.peers import PeerDirectory
@@ -31,6 +35,7 @@ from node.p2p.transport import Host
 from node.trade.service import Trade
 from p2pmarket.identity import Identity
 from p2pmarket.storage import Database
+from p2pmarket.wire.bodies import Keeper as KeeperAdvert
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ RENEW_CHECK_EVERY = 600.0  # how often to look for own listings close to their e
 class Node:
     def __init__(self, identity: Identity, db: Database, host: Host, *, datadir: Path,
                  dht: DhtNode | None = None, policy: RetryPolicy | None = None,
-                 escrow: EscrowConfig | None = None) -> None:
+                 escrow: EscrowConfig | None = None, keep: KeepPolicy | None = None) -> None:
         self.identity, self.db, self.host, self.datadir = identity, db, host, datadir
         self.dht = dht or DhtNode(identity, RecordStore(db))
         self.outbox = Outbox(db)
@@ -54,6 +59,18 @@ class Node:
         self.blocklist = Blocklist(db)
         self.messenger.is_blocked = self.blocklist.is_blocked_peer
         self.listings = Listings(identity, db, self.dht)
+        # images: ours go to keepers and we announce them; with `keep`, we keep others' too
+        self.keeper = Keeper(db, self.blobs, keep, protect=self._own_image)
+        self.holders = Holders(
+            identity, self.dht, held=self._held_images, ready=lambda: self.peers.published,
+            advert=KeeperAdvert(budget=keep.budget, per_publisher=keep.per_publisher)
+            if keep else None)
+        self.keeper.on_kept = self.holders.kick
+        self.images = ImageFinder(identity, self.blobs, self.holders, self.peers)
+        self.replicator = ImageReplicator(identity, self.listings, self.blobs, self.holders,
+                                          self.peers)
+        self.listings.on_published.append(self.replicator.kick)
+        self.listings.on_published.append(lambda _record: self.holders.kick())
         self.search = Search(self.dht, ListingCache(db), self.blocklist)
         self.profiles = Profiles(identity, self.dht, db)
         self.trade = Trade(self, own_listing=self.listings.find, on_sold=self.listings.sold,
@@ -88,7 +105,10 @@ class Node:
                 tasks = [tg.create_task(self._join(bootstrap)),
                          tg.create_task(self.dht.serve()),
                          tg.create_task(self.messenger.run()),
-                         tg.create_task(self.trade.run())]
+                         tg.create_task(self.trade.run()),
+                         tg.create_task(self.holders.run()),
+                         tg.create_task(self.replicator.run()),
+                         tg.create_task(self.keeper.run())]
                 if self.escrow is not None:
                     tasks.append(tg.create_task(self.escrow.run()))
                 await stop.wait()
@@ -97,6 +117,12 @@ class Node:
                     task.cancel()
         finally:
             await self.close()
+
+    def _own_image(self, digest: bytes) -> bool:
+        return digest in self.replicator.own_images()
+
+    def _held_images(self) -> set[bytes]:
+        return self.replicator.own_images() | set(self.keeper.held())
 
     async def _join(self, bootstrap: list[tuple[str, int]]) -> None:
         if not bootstrap:

@@ -16,6 +16,7 @@ from dht.bootstrap import default_bootstrap_file, load_bootstrap_file, load_neig
 from node.api.server import ApiServer
 from node.app import Node
 from node.escrow.driver import EscrowConfig
+from node.p2p.keepbook import MB, KeepPolicy
 from node.p2p.transport import P2PError
 from node.signals import stop_on_signals
 from p2pmarket.config import Config
@@ -48,6 +49,11 @@ def escrow_config(config: Config, keystore: Keystore) -> EscrowConfig | None:
         log.info("no esplora_url for %s: escrow is off", config.network)
         return None
     return EscrowConfig(esplora_url=url, mnemonic=keystore.mnemonic, network=config.network)
+
+
+def keep_policy(config: Config) -> KeepPolicy | None:
+    """The image keeper's budget (`keep_images_mb`), or None: keep nobody's images."""
+    return KeepPolicy(budget=config.keep_images_mb * MB) if config.keep_images_mb else None
 
 
 def bootstrap_addrs(datadir: Path, config: Config) -> list[tuple[str, int]]:
@@ -88,7 +94,7 @@ async def _serve(datadir: Path, config: Config, keystore: Keystore,
             log.error("bad relay_via: %s", exc)
             return 1
         node = Node(keystore.identity, db, host, datadir=datadir,
-                    escrow=escrow_config(config, keystore))
+                    escrow=escrow_config(config, keystore), keep=keep_policy(config))
         try:
             await node.start(dht_host=config.dht_host, dht_port=config.dht_port)
         except (OSError, P2PError) as exc:

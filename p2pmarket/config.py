@@ -68,6 +68,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8470
     bootstrap: tuple[str, ...] = ()
     relay_via: tuple[str, ...] = ()
+    keep_images_mb: int = 0
     network: Network = "regtest"
     esplora_url: str = ""
     log_level: LogLevel = "INFO"
@@ -93,6 +94,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             if not entry.startswith("/") or "/p2p/" not in entry or "/p2p-circuit" in entry:
                 msg = f"{entry!r} is not a relay's multiaddr (/ip4/<ip>/tcp/<port>/p2p/<id>)"
                 raise ConfigError(msg, key="relay_via")
+        if not 0 <= self.keep_images_mb <= 16 * 1024 * 1024:
+            raise ConfigError("must be 0..16777216 (MB; 0 keeps no images)",
+                              key="keep_images_mb")
         if self.esplora_url and not self.esplora_url.startswith(("http://", "https://")):
             raise ConfigError("must be an http:// or https:// URL", key="esplora_url")
 
@@ -114,6 +118,9 @@ _DOCS = {
     "relay_via": "Circuit relays (multiaddrs ending in /p2p/<relay id>) to stay reachable"
     " through when this node cannot accept connections (NAT); its peer record then carries only"
     " its relayed addresses.",
+    "keep_images_mb": "Disk budget in MB for keeping other sellers' listing images, so buyers"
+    " see them while the seller is offline (an image keeper; 0: keep none). Each seller gets"
+    " at most 64 MB of it; the least recently used go first when it is full.",
     "network": "Bitcoin network for escrow: regtest, signet, testnet or mainnet.",
     "esplora_url": 'Esplora server for the chain backend, e.g. "https://mempool.space/signet/api";'
     " empty means the network's default.",

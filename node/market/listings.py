@@ -113,6 +113,8 @@ class Listings:
         self.identity, self.db, self.dht, self.clock = identity, db, dht, clock
         db.migrate("listings", MIGRATIONS)
         self._limit = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+        # told of each version of mine a DHT node stored (the image replicator listens)
+        self.on_published: list[Callable[[Record[Listing]], None]] = []
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -270,6 +272,8 @@ class Listings:
             return False
         self.db.execute("UPDATE my_listings SET published=? WHERE id=? AND seq=? AND raw=?",
                         (self.clock(), record.body.id, record.seq, record.raw))
+        for listener in self.on_published:
+            listener(record)
         return True
 
     # -- publishing ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Image bytes by sha256: a content-addressed store on disk and `/p2pmarket/blob/1.0.0`.
 
-A node serves its own blobs and ones it cached; a fetched blob is used only if its hash matches.
+A node serves its own blobs, ones it keeps for others (`node.p2p.keeper`) and ones it cached; a
+fetched blob is used only if its hash matches, on every hop.
 Request: msgpack [sha256]. Answer: msgpack ["ok", bytes] or ["missing"].
 """
 
@@ -10,6 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -23,7 +25,27 @@ MAX_ANSWER = MAX_IMAGE_BYTES + 64
 
 
 class BlobError(Exception):
-    """A blob that is missing, too large, or not what its hash says."""
+    """Base of blob errors: a blob that is missing, too large, or not what its hash says."""
+
+
+class BlobTooLarge(BlobError):
+    """Ours: bytes over MAX_IMAGE_BYTES offered to the store."""
+
+
+class BlobMissing(BlobError):
+    """The peer asked does not have the blob (an honest answer)."""
+
+
+class BlobMismatch(BlobError):
+    """The peer's fault: it sent bytes that do not hash to the digest asked for."""
+
+
+class BlobUnavailable(BlobError):
+    """No peer that should have the blob gave it (see `failures`)."""
+
+    def __init__(self, message: str, failures: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
 
 
 class BlobStore:
@@ -38,7 +60,7 @@ class BlobStore:
     def put(self, data: bytes) -> bytes:
         """Store bytes; returns their sha256."""
         if len(data) > MAX_IMAGE_BYTES:
-            raise BlobError(f"blob is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
+            raise BlobTooLarge(f"blob is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES}")
         digest = hashlib.sha256(data).digest()
         path = self._path(digest)
         if path.exists():
@@ -72,10 +94,15 @@ class BlobStore:
     def has(self, digest: bytes) -> bool:
         return len(digest) == 32 and self._path(digest).exists()
 
+    def remove(self, digest: bytes) -> None:
+        if len(digest) == 32:
+            self._path(digest).unlink(missing_ok=True)
+
 
 class BlobService:
     def __init__(self, host: Host, store: BlobStore) -> None:
         self.host, self.store = host, store
+        self.on_served: Callable[[bytes], None] | None = None  # a keeper's LRU clock
         host.set_request_handler(BLOB_PROTOCOL, self._serve)
 
     async def _serve(self, peer_id: str, payload: bytes) -> bytes:
@@ -84,6 +111,8 @@ class BlobService:
         except (msgspec.MsgspecError, ValueError, TypeError):
             return msgspec.msgpack.encode(["bad-request"])
         data = self.store.get(digest)
+        if data is not None and self.on_served is not None:
+            self.on_served(digest)
         return msgspec.msgpack.encode(["missing"] if data is None else ["ok", data])
 
     async def fetch(self, peer_id: str, digest: bytes, *, timeout: float = 20.0) -> bytes:
@@ -99,9 +128,9 @@ class BlobService:
         except (msgspec.MsgspecError, ValueError, TypeError) as exc:
             raise RemoteError(f"{peer_id} sent a malformed blob answer") from exc
         if reply[:1] != ["ok"] or len(reply) != 2 or not isinstance(reply[1], bytes):
-            raise BlobError(f"{peer_id} does not have blob {digest.hex()}")
+            raise BlobMissing(f"{peer_id} does not have blob {digest.hex()}")
         data = reply[1]
         if hashlib.sha256(data).digest() != digest:
-            raise BlobError(f"{peer_id} sent bytes that do not match {digest.hex()}")
+            raise BlobMismatch(f"{peer_id} sent bytes that do not match {digest.hex()}")
         self.store.put(data)
         return data

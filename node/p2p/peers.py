@@ -63,6 +63,11 @@ class PeerDirectory:
             log.warning("could not publish our peer record (%s)", report.refused)
         return report.ok
 
+    @property
+    def published(self) -> bool:
+        """Our peer record went out at least once (others can resolve our address)."""
+        return self._published is not None
+
     def remember(self, public: bytes, addrs: tuple[str, ...], enc_key: bytes) -> PeerInfo:
         info = PeerInfo(public, addrs, enc_key, time.time())
         self._cache[public] = info

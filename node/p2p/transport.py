@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 MSG_PROTOCOL = "/p2pmarket/msg/1.0.0"
 BLOB_PROTOCOL = "/p2pmarket/blob/1.0.0"
+KEEP_PROTOCOL = "/p2pmarket/keep/1.0.0"  # a publisher asks a keeper to hold a listing image
 
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 FrameHandler = Callable[[str, bytes], None]

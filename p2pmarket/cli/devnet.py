@@ -40,6 +40,7 @@ HOME = {"country": "DE", "geohash": "u33db"}  # Berlin, where the devnet's peopl
 
 STATE_FILE = "devnet.json"
 LOG_DIR = "logs"
+DEVNET_KEEP_MB = 256
 BLOCK_INTERVAL = 5.0  # seconds: escrow funding confirms without anyone mining by hand
 BUYER_FUNDS = 10_000_000  # sats from the faucet on the first run
 START_TIMEOUT = 60.0
@@ -283,7 +284,10 @@ class Devnet:
                 "run", "--datadir", str(spec.datadir), "--dht-host", "127.0.0.1",
                 "--dht-port", str(spec.ports["dht"]), "--p2p-host", "127.0.0.1",
                 "--p2p-port", str(spec.ports["p2p"]), "--api-port", str(spec.ports["api"]),
-                "--bootstrap", f"127.0.0.1:{self.boot_port}"], env)))
+                "--bootstrap", f"127.0.0.1:{self.boot_port}",
+                # the arbiter also keeps sellers' images, so they show with a seller stopped
+                *(["--keep-images", str(DEVNET_KEEP_MB)] if spec.name == "arbiter" else [])],
+                env)))
         await asyncio.gather(*(self._until_node_ready(s, c) for s, c in started))
         self.say(f"nodes up after {time.monotonic() - t0:.1f} s")
 

@@ -114,7 +114,7 @@ def cmd_id(args: argparse.Namespace, _stderr: logging.Handler) -> int:
 
 
 _RUN_FLAGS = ("dht_host", "dht_port", "p2p_host", "p2p_port", "api_port", "bootstrap", "relay_via",
-              "log_level")
+              "keep_images_mb", "log_level")
 
 
 def cmd_run(args: argparse.Namespace, stderr: logging.Handler) -> int:
@@ -172,8 +172,10 @@ def cmd_bootstrap(args: argparse.Namespace, stderr: logging.Handler) -> int:
     require_initialised(datadir)
     flags = {"dht_host": args.dht_host, "dht_port": args.dht_port, "p2p_port": args.p2p_port,
              "bootstrap": tuple(args.bootstrap) if args.bootstrap else None,
-             "log_level": args.log_level}
+             "keep_images_mb": args.keep_images_mb, "log_level": args.log_level}
     config, warnings = load_config(datadir, cli={k: v for k, v in flags.items() if v is not None})
+    if config.keep_images_mb and args.p2p_port is None:
+        raise CliError("--keep-images needs --p2p-port (images travel over libp2p)")
     with DataDirLock(datadir):
         keystore = unlock_keystore(datadir)
         file_handler = setup_node_logging(datadir, config.log_level, stderr, warnings)
@@ -283,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="this node cannot accept connections: stay reachable through this circuit relay "
              "(/ip4/IP/tcp/PORT/p2p/RELAY_ID, e.g. a bootstrap node's); repeatable",
     )
+    run.add_argument("--keep-images", dest="keep_images_mb", metavar="MB", type=int,
+                     help="keep other sellers' listing images, up to MB of disk (default 0)")
     run.add_argument("--log-level", metavar="L", help="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     run.set_defaults(func=cmd_run)
     devchain = verbs.add_parser("devchain", help="run a loopback regtest chain (Esplora API)")
@@ -300,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--dht-port", metavar="P", type=int, help="DHT UDP port (default 8468)")
     boot.add_argument("--p2p-port", metavar="Q", type=int,
                       help="serve the circuit relay (for peers behind NAT) on this TCP port")
+    boot.add_argument("--keep-images", dest="keep_images_mb", metavar="MB", type=int,
+                      help="also keep sellers' listing images (needs --p2p-port), up to MB "
+                           "of disk")
     boot.add_argument("--metrics-port", metavar="M", type=int, default=9468,
                       help="/healthz and /metrics on 127.0.0.1:M (default 9468)")
     boot.add_argument("--bootstrap", metavar="HOST:PORT", action="append",

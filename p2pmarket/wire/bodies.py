@@ -210,9 +210,28 @@ class Tombstone(Body, frozen=True):
             raise ValueError("a mail tombstone, and only a mail tombstone, names its recipient")
 
 
+class Holder(Body, frozen=True):
+    """The publisher serves the image with this sha256 over the blob protocol (one slot per
+    holder under the image's key; short-lived, re-announced while held)."""
+
+    KIND: ClassVar[str] = "holder"
+
+    sha256: Key32
+
+
+class Keeper(Body, frozen=True):
+    """An image keeper's advert in the keepers directory: it takes pushed listing images from
+    any publisher, up to `per_publisher` bytes each, within a disk budget of `budget` bytes."""
+
+    KIND: ClassVar[str] = "keeper"
+
+    budget: Annotated[int, Meta(ge=1, le=2**50)]
+    per_publisher: Annotated[int, Meta(ge=1, le=2**50)]
+
+
 BODY_TYPES: dict[str, type[Body]] = {
     t.KIND: t for t in (Listing, Profile, Peer, IndexEntry, Review, Arbiter, Mail, Tombstone,
-                        Report)
+                        Report, Holder, Keeper)
 }
 
 # The longest a record of each kind may live; also what a storing DHT node accepts.
@@ -226,4 +245,6 @@ MAX_TTL: dict[str, int] = {
     "mail": 14 * DAY,
     "tombstone": 30 * DAY,
     "report": 90 * DAY,
+    "holder": 2 * DAY,
+    "keeper": 2 * DAY,
 }

@@ -1,7 +1,8 @@
 """Where each record lives in the DHT: key derivation and the slot a record occupies under its key.
 
 Single-value kinds live at H(kind | publisher | id); multi-value kinds (search indexes, mailboxes,
-reviews, the arbiter directory) share one key per topic and hold one slot per publisher and member.
+reviews, the arbiter and keeper directories, an image's holders) share one key per topic and
+hold one slot per publisher and member.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from p2pmarket.identity import Identity
 from p2pmarket.wire.bodies import (
     Arbiter,
     Body,
+    Holder,
     IndexEntry,
+    Keeper,
     Listing,
     Mail,
     Peer,
@@ -26,7 +29,7 @@ from p2pmarket.wire.bodies import (
 from p2pmarket.wire.records import Record, sign_record
 
 KEY_SIZE = 20  # 160-bit Kademlia keys
-MULTI_KINDS = frozenset({"index", "mail", "review", "arbiter", "report"})
+MULTI_KINDS = frozenset({"index", "mail", "review", "arbiter", "report", "holder", "keeper"})
 
 
 def _h(*parts: bytes | str) -> bytes:
@@ -59,7 +62,13 @@ def reports_key(listing_publisher: bytes, listing_id: str) -> bytes:
     return _h("reports", listing_publisher, listing_id)
 
 
+def blob_key(sha256: bytes) -> bytes:
+    """Where the holders of an image (by the sha256 of its bytes) announce themselves."""
+    return _h("blob", sha256)
+
+
 ARBITERS_KEY = _h("arbiters")
+KEEPERS_KEY = _h("keepers")
 
 
 def record_key(record: Record[Body]) -> bytes:
@@ -86,6 +95,10 @@ def record_key(record: Record[Body]) -> bytes:
             return ARBITERS_KEY
         case Report():
             return reports_key(body.listing_publisher, body.listing_id)
+        case Holder():
+            return blob_key(body.sha256)
+        case Keeper():
+            return KEEPERS_KEY
     raise ValueError(f"no DHT key for kind {record.kind!r}")
 
 

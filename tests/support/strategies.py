@@ -59,8 +59,11 @@ tombstone = st.builds(b.Tombstone, target_kind=st.sampled_from(["listing", "prof
 
 report = st.builds(b.Report, listing_publisher=key32, listing_id=object_id,
                    reason=st.sampled_from(["scam", "spam", "other"]), text=text)
+holder = st.builds(b.Holder, sha256=key32)
+keeper = st.builds(b.Keeper, budget=st.integers(1, 2**50), per_publisher=st.integers(1, 2**50))
 
 BY_KIND = {
     "listing": listing, "profile": profile, "peer": peer, "index": index, "review": review,
     "arbiter": arbiter, "mail": mail, "tombstone": tombstone, "report": report,
+    "holder": holder, "keeper": keeper,
 }

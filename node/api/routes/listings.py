@@ -220,19 +220,17 @@ def sniff(data: bytes) -> str:
 @routes.get("/images/{sha256}", name="getImage", summary="An image's bytes",
             query=s.ImageQuery, response=bytes, media="image/*", errors=(502, 504))
 async def get_image(call: Call) -> web.Response:
-    """From this node's store, else fetched from `peer` (checked against the hash)."""
+    """From this node's store, else fetched from `peer` (usually the seller), else from the
+    nodes the DHT names as holders (keepers, the seller); every answer is checked against the
+    hash. 404 when nobody gave it."""
     try:
         digest = bytes.fromhex(call.path("sha256"))
     except ValueError:
         raise ApiProblem("not-found", "an image is named by its sha256 in hex") from None
+    if len(digest) != 32:
+        raise ApiProblem("not-found", "an image is named by its sha256 in hex")
     node, peer = call.node, call.query(s.ImageQuery).peer
-    data = node.blobs.store.get(digest)
-    if data is None and peer is not None:
-        if await node.peers.resolve(public_key(peer, parameter="peer")) is None:
-            raise ApiProblem("not-found", "no address is known for that peer")
-        data = await node.blobs.fetch(peer, digest)
-    if data is None:
-        raise ApiProblem("not-found", "this node does not have that image; give peer=<peer id> "
-                                      "to fetch it")
+    hint = public_key(peer, parameter="peer") if peer is not None else None
+    data = await node.images.get(digest, hint)
     return web.Response(body=data, content_type=sniff(data),
                         headers={"Cache-Control": "private, max-age=31536000, immutable"})
