@@ -134,6 +134,7 @@ class ArbiterAdverts:
                                              now=self.clock()).seq >= record.seq:
             return False
         self._save(record.raw, live=True)
+        self.db.execute("UPDATE arbiter_advert SET published=? WHERE id=1", (self.clock(),))
         return True
 
     def _save(self, raw: bytes, *, live: bool) -> None:

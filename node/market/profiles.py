@@ -107,6 +107,9 @@ class Profiles:
         if self.mine is not None and self.mine.seq >= record.seq:
             return False
         self._keep(record)
+        self._published = self.clock()  # found in the DHT: stored there
+        if self.db is not None:
+            self.db.execute("UPDATE my_profile SET published=? WHERE id=1", (self._published,))
         return True
 
     def _keep(self, record: Record[Profile]) -> None:

@@ -74,6 +74,7 @@ async def test_words_bring_back_listings_profile_and_advert(tmp_path: Path) -> N
             assert after.profiles.mine is not None and after.profiles.mine.body.name == "Ada"
             advert = after.adverts.advert()
             assert advert is not None and advert.body.fee_percent_bp == 100
+            assert after.profiles.published_at() and after.adverts.published_at()
             assert not (datadir / RESTORE_FILE).exists()
             assert await after.recovery.step() is None  # done: no more lookups
 
