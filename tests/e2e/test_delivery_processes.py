@@ -1,10 +1,11 @@
-"""300 chat lines from A to B through the API while B's process is stopped and started again.
+"""300 chat lines from A to B (and B's replies) while B's process is stopped and started again.
 
 Three `p2pmarket run` processes on loopback (R, the first node the others join; A, the buyer;
 B, the seller). A asks about B's listing and writes 300 lines; B is stopped after line 80 (a
 clean SIGTERM, or a SIGKILL mid-write) and started again on the same data dir after line 220,
 so what it missed waits in its DHT mailbox while A keeps writing. At the end B's conversation
-must hold every line once, in order, and every line A's node calls delivered.
+must hold every line once, in order, and every line A's node calls delivered. B replies every
+tenth line while it runs, so the same holds the other way for lines sent around its stop.
 """
 
 from __future__ import annotations
@@ -108,9 +109,16 @@ async def test_300_lines_across_a_restart(tmp_path: Path, stop: signal.Signals) 
         # 404 until A's node finds the listing in the DHT
         conv = (await when(lambda: a.start_conversation(peer_b, listing.id, sent[0]),
                            lambda c: True)).id
+        await when(lambda: b.list_messages(conv), lambda p: True)  # 404 until B has the question
+        replies: list[str] = []  # B answers now and then while it runs: the other direction
+        b_up = True
         for i, text in enumerate(sent[1:], start=2):
             await a.send_message(conv, text)
+            if b_up and i % 10 == 0:
+                replies.append(f"reply {len(replies) + 1} after line {i}")
+                await b.send_message(conv, replies[-1])
             if i == STOP_AFTER:
+                b_up = False
                 assert stop_node(b_proc, stop) == (0 if stop == signal.SIGTERM else -9)
             elif i == BACK_AFTER:
                 # B stays away until A's node has sealed every line it missed into B's mailbox
@@ -119,18 +127,26 @@ async def test_300_lines_across_a_restart(tmp_path: Path, stop: signal.Signals) 
                     for e in es), timeout=90)
                 b_proc = start("b", *b_args)
                 b = await client_of("b", b_proc, stale=b.url)
+                b_up = True
 
         # A's node settles: every line delivered (acknowledged by B's node)
-        mine = await when(lambda: all_lines(a, conv),
-                          lambda ls: len(ls) == TOTAL and all(d == "delivered" for _, _, d in ls),
-                          timeout=150)
-        assert [t for t, _, _ in mine] == sent
+        mine = await when(lambda: all_lines(a, conv), lambda ls: len([1 for _, m, _ in ls if m])
+                          == TOTAL and all(d == "delivered" for _, m, d in ls if m), timeout=150)
+        assert [t for t, m, _ in mine if m] == sent
         theirs = [t for t, m, _ in await all_lines(b, conv) if not m]
         counts = Counter(theirs)
         lost = [t for t in sent if t not in counts]
         duplicated = [t for t, n in counts.items() if n > 1]
         assert (lost, duplicated) == ([], [])
         assert theirs == sent  # in order
+
+        # and the other way: every reply B's node stored before its stop (or after) reached A
+        # once, in order, and B's node calls each delivered
+        back = await when(lambda: all_lines(b, conv), lambda ls: all(
+            d == "delivered" for _, m, d in ls if m), timeout=120)
+        assert [t for t, m, _ in back if m] == replies
+        at_a = [t for t, m, _ in await all_lines(a, conv) if not m]
+        assert at_a == replies
     finally:
         for client in clients:
             await client.close()
