@@ -36,7 +36,7 @@ MIGRATIONS = [
     """
     CREATE TABLE wallet_sends (
         key TEXT PRIMARY KEY,          -- the client's idempotency key
-        request BLOB NOT NULL,         -- sha256 of what was asked (address, amount, rate, max)
+        request BLOB NOT NULL,         -- sha256 of what it pays (address, amount)
         txid TEXT NOT NULL,
         raw_tx BLOB NOT NULL,          -- signed, stored before the first broadcast
         address TEXT NOT NULL,
@@ -82,6 +82,7 @@ class Preview:
     fee_rate: int
     spendable: int
     sweep: bool
+    sent: str | None = None  # the txid, when the key's payment was made already
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +148,16 @@ class WalletService:
 
     # -- payments -----------------------------------------------------------------------------
 
-    async def preview(self, address: str, sats: int | None, fee_rate: int | None) -> Preview:
-        """What the payment would cost, from confirmed coins; `sats=None` sends everything."""
+    async def preview(self, address: str, sats: int | None, fee_rate: int | None,
+                      key: str | None = None) -> Preview:
+        """What the payment would cost, from confirmed coins; `sats=None` sends everything.
+        With the `key` of a send already made: that payment (`Preview.sent` is its txid)."""
+        if key is not None:
+            earlier = self._earlier(key, address, sats)
+            if earlier is not None:
+                _, sent = earlier
+                return Preview(sent.plan, address, sent.fee_rate, 0, sats is None,
+                               sent=sent.plan.txid)
         self._check_address(address)
         if sats is not None and sats < DUST_SATS:
             raise PaymentInvalid("/amount_sat", f"{sats} sat is below the dust limit "
@@ -161,12 +170,11 @@ class WalletService:
 
     async def send(self, address: str, sats: int, max_fee: int, fee_rate: int | None,
                    key: str | None) -> Sent:
-        """Pay `sats` to `address` unless the fee would exceed `max_fee`; see the module."""
-        request = hashlib.sha256(
-            f"{address}|{sats}|{max_fee}|{fee_rate}".encode()).digest()
+        """Pay `sats` to `address` unless the fee would exceed `max_fee`; see the module.
+        A key names the payment (address and amount): repeated, it answers the first one."""
         async with self._send_lock:
             if key is not None:
-                earlier = self._earlier(key, request)
+                earlier = self._earlier(key, address, sats)
                 if earlier is not None:
                     raw, sent = earlier
                     await self.wallet().rebroadcast(self.chain, raw)
@@ -185,17 +193,21 @@ class WalletService:
                     self.db.execute(
                         "INSERT INTO wallet_sends (key, request, txid, raw_tx, address, amount, "
                         "fee, change, fee_rate, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        (key, request, plan.txid, plan.raw_tx, address, plan.amount, plan.fee,
-                         plan.change, rate, time.time()))
+                        (key, _request(address, sats), plan.txid, plan.raw_tx, address,
+                         plan.amount, plan.fee, plan.change, rate, time.time()))
 
             plan = await self.wallet().send(self.chain, address, sats, rate, check)
             return Sent(plan, address, rate, key, replayed=False)
 
-    def _earlier(self, key: str, request: bytes) -> tuple[bytes, Sent] | None:
+    def _earlier(self, key: str, address: str, sats: int | None) -> tuple[bytes, Sent] | None:
+        """The send made with `key` (its raw tx and answer), if it paid `sats` (None: any
+        amount, a sweep's retry) to `address`; `KeyReused` if it paid something else."""
         row = self.db.query_one("SELECT * FROM wallet_sends WHERE key=?", (key,))
         if row is None:
             return None
-        if row["request"] != request:
+        same = (row["address"] == address if sats is None
+                else row["request"] == _request(address, sats))
+        if not same:
             raise KeyReused(f"idempotency key {key!r} already named a different payment")
         plan = PaymentPlan(row["txid"], row["amount"], row["fee"], row["change"], 0, None)
         return row["raw_tx"], Sent(plan, row["address"], row["fee_rate"], key, replayed=True)
@@ -235,3 +247,7 @@ class WalletService:
                    for r in self.db.query("SELECT txid, address FROM wallet_sends")}
         return [HistoryItem(t, 0 if t.height is None else max(0, tip - t.height + 1),
                             sent_to.get(t.txid)) for t in txs]
+
+
+def _request(address: str, sats: int) -> bytes:
+    return hashlib.sha256(f"{address}|{sats}".encode()).digest()

@@ -35,18 +35,23 @@ class WalletQuery(Wire, frozen=True):
 
 class SendPreviewFields(Wire, frozen=True):
     """A payment to preview: `amount_sat`, or `sweep=true` for everything confirmed (less the
-    fee). Nothing is signed or reserved."""
+    fee). Nothing is signed or reserved. With the `idempotency_key` of a send already made
+    (a retry after a lost answer) the answer is that payment, with its `sent_txid`."""
 
     address: Address
     amount_sat: Sats | None = None
     sweep: bool = False
     fee_rate_sat_vb: FeeRate | None = None
+    idempotency_key: IdempotencyKey | None = None
 
 
 class SendFields(Wire, frozen=True):
     """Pay `amount_sat` to `address` from confirmed coins. `max_fee_sat` is the fee the user
     confirmed (the preview's `fee_sat`): a payment that would cost more is refused (409
-    `fee-changed`). To send everything, send the sweep preview's `amount_sat`."""
+    `fee-changed`). To send everything, send the sweep preview's `amount_sat`. The
+    `idempotency_key` names the payment (address and amount): sent again, the node answers
+    the first transaction (`replayed`) instead of paying twice; with another address or
+    amount it is refused (409 `idempotency-key-reused`)."""
 
     address: Address
     amount_sat: Sats
@@ -69,6 +74,7 @@ class SendPreviewOut(Wire, frozen=True):
     vsize: int
     spendable_sat: int  # the confirmed balance the payment is paid from
     sweep: bool = False
+    sent_txid: str | None = None  # the key's payment was made already: this transaction
 
 
 class SendOut(Wire, frozen=True):

@@ -171,14 +171,16 @@ class TradeMethods(Transport):
         return await self.call("POST", "/wallet/address", t.AddressOut)
 
     async def preview_wallet_send(self, address: str, amount_sat: int | None = None, *,
-                                  sweep: bool = False, fee_rate_sat_vb: int | None = None
-                                  ) -> w.SendPreviewOut:
+                                  sweep: bool = False, fee_rate_sat_vb: int | None = None,
+                                  idempotency_key: str | None = None) -> w.SendPreviewOut:
         """Amount, fee, total and change of a payment (`sweep`: everything confirmed) before
-        the user confirms it; nothing is signed."""
+        the user confirms it; nothing is signed. With the key of a send already made: that
+        payment (`sent_txid`)."""
         return await self.call("POST", "/wallet/send/preview", w.SendPreviewOut,
                                body=w.SendPreviewFields(address=address, amount_sat=amount_sat,
                                                         sweep=sweep,
-                                                        fee_rate_sat_vb=fee_rate_sat_vb))
+                                                        fee_rate_sat_vb=fee_rate_sat_vb,
+                                                        idempotency_key=idempotency_key))
 
     async def send_from_wallet(self, address: str, amount_sat: int, *, max_fee_sat: int,
                                fee_rate_sat_vb: int | None = None,

@@ -99,6 +99,8 @@ async def test_send_from_the_wallet(tmp_path: Path) -> None:
                                                   idempotency_key="pay-alice-0001")
             assert again.replayed and again.txid == sent.txid
             assert world.devchain.balance_of(to) == 150_000  # paid once
+            seen = await client.preview_wallet_send(to, 150_000, idempotency_key="pay-alice-0001")
+            assert seen.sent_txid == sent.txid and seen.fee_sat == sent.fee_sat
             reused = await problem(client.send_from_wallet(
                 to, 20_000, max_fee_sat=preview.fee_sat, idempotency_key="pay-alice-0001"))
             assert (reused.status, reused.name) == (409, "idempotency-key-reused")

@@ -52,12 +52,14 @@ async def preview_wallet_send(call: Call) -> w.SendPreviewOut:
         raise ApiProblem("validation", "give amount_sat or sweep=true", errors=[
             FieldError(detail="give amount_sat or sweep=true, not both", pointer="/amount_sat")])
     driver = escrow(call)
-    p = await driver.funds.preview(f.address, f.amount_sat, f.fee_rate_sat_vb)
+    p = await driver.funds.preview(f.address, f.amount_sat, f.fee_rate_sat_vb,
+                                   f.idempotency_key)
     plan = p.plan
     return w.SendPreviewOut(address=p.address, network=driver.config.network,
                             amount_sat=plan.amount, fee_sat=plan.fee, fee_rate_sat_vb=p.fee_rate,
                             total_sat=plan.amount + plan.fee, change_sat=plan.change,
-                            vsize=plan.vsize, spendable_sat=p.spendable, sweep=p.sweep)
+                            vsize=plan.vsize, spendable_sat=p.spendable, sweep=p.sweep,
+                            sent_txid=p.sent)
 
 
 @routes.post("/wallet/send", name="sendFromWallet",
