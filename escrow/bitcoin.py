@@ -536,7 +536,7 @@ class HotWallet:
                 out.append(WalletTx(str(d.txid), d.sent.to_sat(), d.received.to_sat(),
                                     d.balance_delta, None if d.fee is None else d.fee.to_sat(),
                                     height, at))
-        out.sort(key=lambda t: (t.height is not None, -(t.height or 0), -(t.time or 0)))
+        out.sort(key=lambda t: (t.height is not None, -(t.height or 0), -(t.time or 0), t.txid))
         return out
 
     def tip_height(self) -> int:

@@ -115,7 +115,8 @@ async def test_send_from_the_wallet(tmp_path: Path) -> None:
                 await buyer.escrow.wallet.fund_escrow(world.chain, to, 10_000)
 
             history = (await client.list_wallet_transactions()).items
-            mine = history[0]
+            assert history[0].height is None and history[1].height is None  # unconfirmed first
+            mine = next(t for t in history if t.txid == sent.txid)
             assert (mine.txid, mine.direction, mine.address) == (sent.txid, "out", to)
             assert mine.net_sat == -sent.total_sat and mine.fee_sat == sent.fee_sat
             assert mine.confirmations == 0 and mine.height is None
