@@ -354,6 +354,37 @@ class WalletBalance:
     total: int
 
 
+class InsufficientFunds(EscrowBitcoinError):
+    """The wallet's confirmed coins do not cover a payment and its fee."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentPlan:
+    """A payment the wallet built: `amount` to the recipient, `fee`, `change` back to us;
+    `raw_tx` is the signed transaction (None for a preview)."""
+
+    txid: str
+    amount: int
+    fee: int
+    change: int
+    vsize: int
+    raw_tx: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class WalletTx:
+    """One transaction of the wallet: `net` is what it changed our balance by (sats, fee
+    included); `height` None while unconfirmed; `time` the block's time, or when first seen."""
+
+    txid: str
+    sent: int
+    received: int
+    net: int
+    fee: int | None
+    height: int | None
+    time: int | None
+
+
 class Esplora:
     """bdk's blocking Esplora client; every failure is a `ChainError`."""
 
@@ -444,15 +475,73 @@ class HotWallet:
 
     def pay(self, address: str, sats: int, sat_per_vb: int) -> bytes:
         """A signed transaction paying exactly `sats` to `address` (change back to us)."""
-        if sats < DUST_SATS or sat_per_vb < 1:
+        raw = self.plan(address, sats, sat_per_vb).raw_tx
+        assert raw is not None
+        return raw
+
+    def plan(self, address: str, sats: int | None, sat_per_vb: int, *,
+             preview: bool = False) -> PaymentPlan:
+        """Pay `sats` to `address`, or everything (`sats=None`, a sweep), spending confirmed
+        coins only, largest first (the same coins give the same fee, so a preview's fee is
+        what the payment costs). Signed unless `preview`; `InsufficientFunds` when the
+        confirmed coins do not cover amount and fee."""
+        if (sats is not None and sats < DUST_SATS) or sat_per_vb < 1:
             raise EscrowBitcoinError("payment below the dust limit or fee rate below 1 sat/vB")
-        spk = address_script(address, self.network)
+        script = bdk.Script(address_script(address, self.network))
         with bdk_errors("cannot pay"):
-            psbt = (bdk.TxBuilder().add_recipient(bdk.Script(spk), bdk.Amount.from_sat(sats))
-                    .fee_rate(bdk.FeeRate.from_sat_per_vb(sat_per_vb)).finish(self._wallet))
+            builder = (bdk.TxBuilder().exclude_unconfirmed()
+                       .coin_selection(bdk.CoinSelectionAlgorithm.LARGEST_FIRST)
+                       .fee_rate(bdk.FeeRate.from_sat_per_vb(sat_per_vb)))
+            builder = (builder.drain_wallet().drain_to(script) if sats is None
+                       else builder.add_recipient(script, bdk.Amount.from_sat(sats)))
+            try:
+                psbt = builder.finish(self._wallet)
+            except (bdk.CreateTxError.CoinSelection, bdk.CreateTxError.InsufficientFunds,
+                    bdk.CreateTxError.NoUtxosSelected, bdk.CreateTxError.OutputBelowDustLimit
+                    ) as exc:
+                have = self.balance()
+                raise InsufficientFunds(f"{have.confirmed} sat confirmed (and {have.pending} "
+                                        f"pending) do not cover it: {exc}") from None
             if not self._wallet.sign(psbt):
                 raise EscrowBitcoinError("the wallet could not sign its own payment")
-            return bytes(psbt.extract_tx().serialize())
+            tx = psbt.extract_tx()
+            change, change_at = 0, []
+            for out in tx.output():
+                mine = self._wallet.derivation_of_spk(out.script_pubkey)
+                if mine is not None and mine.keychain == bdk.KeychainKind.INTERNAL:
+                    change += out.value.to_sat()
+                    change_at.append(mine.index)
+            fee = psbt.fee()
+            amount = sum(o.value.to_sat() for o in tx.output()) - change
+            if preview:  # leave the change address unused: a preview pays nobody
+                for index in change_at:
+                    self._wallet.unmark_used(bdk.KeychainKind.INTERNAL, index)
+            return PaymentPlan(str(tx.compute_txid()), amount, fee, change, tx.vsize(),
+                               None if preview else bytes(tx.serialize()))
+
+    def history(self) -> list[WalletTx]:
+        """Every transaction that moved the wallet's coins, newest first (unconfirmed on top)."""
+        out = []
+        with bdk_errors("cannot read the wallet's history"):
+            for canonical in self._wallet.transactions():
+                d = self._wallet.tx_details(canonical.transaction.compute_txid())
+                if d is None:
+                    continue
+                pos = d.chain_position
+                if isinstance(pos, bdk.ChainPosition.CONFIRMED):
+                    block = pos.confirmation_block_time
+                    height, at = block.block_id.height, block.confirmation_time
+                else:
+                    height, at = None, getattr(pos, "timestamp", None)
+                out.append(WalletTx(str(d.txid), d.sent.to_sat(), d.received.to_sat(),
+                                    d.balance_delta, None if d.fee is None else d.fee.to_sat(),
+                                    height, at))
+        out.sort(key=lambda t: (t.height is not None, -(t.height or 0), -(t.time or 0), t.txid))
+        return out
+
+    def tip_height(self) -> int:
+        """The height of the last block the wallet synced to."""
+        return int(self._wallet.latest_checkpoint().height)
 
     def note_sent(self, raw_tx: bytes) -> None:
         """Record a transaction we broadcast, so the balance counts it before it confirms."""

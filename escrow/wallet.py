@@ -1,18 +1,30 @@
 """The node wallet: a single-sig BDK wallet (escrow.bitcoin.HotWallet) from the keystore's
-mnemonic, kept in `<datadir>/wallet-<network>.sqlite`; receives funds and funds escrows.
+mnemonic, kept in `<datadir>/wallet-<network>.sqlite`; receives funds, funds escrows, pays out.
 
 Every wallet call blocks, so each runs in a worker thread, one at a time (an asyncio lock):
-the wallet is one piece of state and concurrent builds could pick the same coins.
+the wallet is one piece of state and concurrent builds could pick the same coins. A payment is
+built, checked, broadcast and recorded under that one lock, so no other build sees its coins
+as unspent. Only confirmed coins are ever spent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from escrow.bitcoin import HotWallet, WalletBalance, address_script, tx_outputs, txid
+from escrow.bitcoin import (
+    HotWallet,
+    PaymentPlan,
+    WalletBalance,
+    WalletTx,
+    address_script,
+    tx_outputs,
+    txid,
+)
 from escrow.chain import EsploraChain
 from escrow.terms import EscrowBitcoinError, Network
 
@@ -36,6 +48,7 @@ class NodeWallet:
         self._core = core
         self._lock = asyncio.Lock()
         self.network: Network = core.network
+        self.synced_at: float | None = None  # unix time of the last sync that worked
 
     @classmethod
     async def open(cls, mnemonic: str, network: Network, datadir: Path | None) -> NodeWallet:
@@ -57,11 +70,46 @@ class NodeWallet:
         self._same_network(chain)
         async with self._lock:
             await asyncio.to_thread(self._core.sync, chain.esplora, full=full)
+            self.synced_at = time.time()
             return await asyncio.to_thread(self._core.balance)
+
+    async def history(self) -> tuple[list[WalletTx], int]:
+        """The wallet's transactions (newest first) and the height it last synced to."""
+        async with self._lock:
+            return await asyncio.to_thread(lambda: (self._core.history(), self._core.tip_height()))
+
+    async def preview(self, address: str, sats: int | None, sat_per_vb: int) -> PaymentPlan:
+        """What paying `sats` (None: everything) to `address` would cost; nothing is signed
+        for the chain and no coin is reserved."""
+        async with self._lock:
+            return await asyncio.to_thread(self._core.plan, address, sats, sat_per_vb,
+                                           preview=True)
+
+    async def send(self, chain: EsploraChain, address: str, sats: int, sat_per_vb: int,
+                   check: Callable[[PaymentPlan], None]) -> PaymentPlan:
+        """Build and sign the payment, let `check` refuse it (raise) or record it, then
+        broadcast it and note it in the wallet."""
+        self._same_network(chain)
+        async with self._lock:
+            plan = await asyncio.to_thread(self._core.plan, address, sats, sat_per_vb)
+            check(plan)
+            assert plan.raw_tx is not None
+            await chain.broadcast(plan.raw_tx)
+            await asyncio.to_thread(self._core.note_sent, plan.raw_tx)
+        log.info("sent %d sats to %s in %s (fee %d)", plan.amount, address, plan.txid, plan.fee)
+        return plan
+
+    async def rebroadcast(self, chain: EsploraChain, raw_tx: bytes) -> None:
+        """Broadcast a payment built earlier again (broadcasting twice is harmless)."""
+        self._same_network(chain)
+        async with self._lock:
+            await chain.broadcast(raw_tx)
+            await asyncio.to_thread(self._core.note_sent, raw_tx)
 
     async def fund_escrow(self, chain: EsploraChain, address: str, sats: int,
                           *, sat_per_vb: int | None = None) -> EscrowFunding:
-        """Pay exactly `sats` to the escrow `address` and broadcast it. Sync first."""
+        """Pay exactly `sats` to the escrow `address` from confirmed coins and broadcast it.
+        Sync first."""
         self._same_network(chain)
         spk = address_script(address, self.network)
         rate = sat_per_vb if sat_per_vb is not None else await chain.fee_rate()

@@ -44,6 +44,17 @@ class ScreensProvider(Provider):
             if score > 0:
                 yield Hit(score, matcher.highlight(text),
                           partial(self.app.switch_mode, mode), help=help_text)
+        text = "Open the wallet (F5, then w)"
+        score = matcher.match(text)
+        if score > 0:
+            yield Hit(score, matcher.highlight(text), self._open_wallet,
+                      help="balance, receive address, history, send")
+
+    def _open_wallet(self) -> None:
+        from tui.screens.wallet import WalletScreen
+
+        self.app.switch_mode("network")
+        self.app.push_screen(WalletScreen())
 
 
 class MarketApp(App[None]):

@@ -33,6 +33,7 @@ from p2pmarket.api.schemas import (
     SearchPage,
 )
 from p2pmarket.api.schemas_trade import (
+    AddressOut,
     ArbiterFields,
     CaseFileOut,
     CaseStepOut,
@@ -52,6 +53,7 @@ from p2pmarket.api.schemas_trade import (
     StepOut,
     WalletOut,
 )
+from p2pmarket.api.wallet import SendOut, SendPreviewOut, WalletTxOut, WalletTxPage
 from p2pmarket.client import ApiError, Event, NodeUnreachable
 from p2pmarket.taxonomy import all_paths, is_category
 from p2pmarket.wire.bodies import EscrowTerms, Location, Mime, Price, ShippingOption
@@ -169,6 +171,11 @@ class FakeClient:
             can=["shipped", "cancelled"],
             log=[StepOut(index=0, hash=HASH, by="buyer", at_ms=CREATED * 1000, action=opened)])]
         self.escrow_on = escrow
+        self.confirmed_sat = 150_000
+        self.addresses = 0
+        self.wallet_txs = [WalletTxOut(
+            txid="ab" * 32, direction="in", net_sat=150_000, sent_sat=0, received_sat=150_000,
+            fee_sat=None, confirmations=12, height=1192, time=CREATED)]
         self.inquiries: list[ConversationOut] = []
         self.escrows = {"order-0001": EscrowOut(
             order_id="order-0001", state="funded", address="bcrt1qescrowaddressfake0000000000",
@@ -236,9 +243,61 @@ class FakeClient:
                                      next_attempt=0, created=now - 3600, updated=now - 3600,
                                      error="")])
 
-    async def get_wallet(self) -> WalletOut:
-        self._call("get_wallet")
-        return WalletOut(network="regtest", confirmed_sat=150000, pending_sat=0)
+    async def get_wallet(self, *, refresh: bool = False) -> WalletOut:
+        self._call("get_wallet", refresh)
+        return WalletOut(network="regtest", confirmed_sat=self.confirmed_sat, pending_sat=0,
+                         synced_at=time.time() - 30)
+
+    async def new_receive_address(self) -> AddressOut:
+        self._call("new_receive_address")
+        self.addresses += 1
+        return AddressOut(address=f"bcrt1qfakereceive{self.addresses:04d}000000000000000000000")
+
+    async def list_wallet_transactions(self, **kw: Any) -> WalletTxPage:
+        self._call("list_wallet_transactions")
+        return WalletTxPage(items=list(self.wallet_txs))
+
+    def _payment(self, address: str, sats: int | None, fee_rate: int | None
+                 ) -> SendPreviewOut:
+        if not address.startswith("bcrt1"):
+            raise ApiError(422, "urn:p2pmarket:problem:validation", "Invalid input",
+                           "not a valid regtest address",
+                           [{"pointer": "/address", "detail": "not a valid regtest address"}])
+        rate = fee_rate or 2
+        fee = 141 * rate
+        amount = self.confirmed_sat - fee if sats is None else sats
+        if amount + fee > self.confirmed_sat:
+            raise ApiError(409, "urn:p2pmarket:problem:insufficient-funds",
+                           "The wallet's confirmed coins do not cover it",
+                           f"{self.confirmed_sat} sat confirmed do not cover it")
+        return SendPreviewOut(address=address, network="regtest", amount_sat=amount,
+                              fee_sat=fee, fee_rate_sat_vb=rate, total_sat=amount + fee,
+                              change_sat=self.confirmed_sat - amount - fee, vsize=141,
+                              spendable_sat=self.confirmed_sat, sweep=sats is None)
+
+    async def preview_wallet_send(self, address: str, amount_sat: int | None = None, *,
+                                  sweep: bool = False, fee_rate_sat_vb: int | None = None,
+                                  idempotency_key: str | None = None) -> SendPreviewOut:
+        self._call("preview_wallet_send", address, amount_sat, sweep, fee_rate_sat_vb)
+        return self._payment(address, amount_sat, fee_rate_sat_vb)
+
+    async def send_from_wallet(self, address: str, amount_sat: int, *, max_fee_sat: int,
+                               fee_rate_sat_vb: int | None = None,
+                               idempotency_key: str | None = None) -> SendOut:
+        self._call("send_from_wallet", address, amount_sat, max_fee_sat, idempotency_key)
+        p = self._payment(address, amount_sat, fee_rate_sat_vb)
+        if p.fee_sat > max_fee_sat:
+            raise ApiError(409, "urn:p2pmarket:problem:fee-changed", "Fee changed")
+        txid = hashlib.sha256(f"{idempotency_key}".encode()).hexdigest()
+        if all(t.txid != txid for t in self.wallet_txs):
+            self.confirmed_sat -= p.total_sat
+            self.wallet_txs.insert(0, WalletTxOut(
+                txid=txid, direction="out", net_sat=-p.total_sat, sent_sat=p.total_sat,
+                received_sat=p.change_sat, fee_sat=p.fee_sat, confirmations=0, height=None,
+                time=int(time.time()), address=address))
+        return SendOut(txid=txid, address=address, amount_sat=p.amount_sat, fee_sat=p.fee_sat,
+                       total_sat=p.total_sat, change_sat=p.change_sat,
+                       fee_rate_sat_vb=p.fee_rate_sat_vb, idempotency_key=idempotency_key)
 
     # -- market ------------------------------------------------------------------------------
 

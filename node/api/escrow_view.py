@@ -1,12 +1,11 @@
 """The escrow driver's views and events as the API's wire types: `escrow_out` (with what this
-node's party may do next), `wallet_out` and `escrow_event` (the `escrow.changed` event).
+node's party may do next) and `escrow_event` (the `escrow.changed` event).
 
 Escrow errors need no translation here: `node.api.problems` maps them by type.
 """
 
 from __future__ import annotations
 
-from escrow.bitcoin import WalletBalance
 from escrow.terms import Role, State
 from node.escrow.book import EscrowChanged, EscrowUpdate, EscrowView
 from p2pmarket.api import events as ev
@@ -31,11 +30,6 @@ def escrow_out(view: EscrowView) -> t.EscrowOut:
                        deadline=float(deadlines[0]) if deadlines else None,
                        can=[a for a in NEXT.get((view.role, view.state), [])
                             if f"{a}:{view.role}" not in view.signed])
-
-
-def wallet_out(balance: WalletBalance, network: str) -> t.WalletOut:
-    return t.WalletOut(network=network, confirmed_sat=balance.confirmed,
-                       pending_sat=balance.pending)
 
 
 def escrow_event(update: EscrowUpdate) -> ev.EscrowEvent | None:

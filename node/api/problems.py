@@ -14,7 +14,9 @@ import msgspec
 from aiohttp import web
 
 from dht.server import DhtError
-from escrow.terms import EscrowError, UnknownEscrow
+from escrow.bitcoin import InsufficientFunds
+from escrow.terms import ChainError, EscrowError, UnknownEscrow
+from node.escrow.wallet import FeeChanged, KeyReused, PaymentInvalid
 from node.market.listings import ListingInvalid, ListingNotFound
 from node.market.profiles import ProfileInvalid
 from node.p2p.blobs import BlobError
@@ -48,6 +50,9 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "conflict": (409, "Not possible in the current state"),
     "wrong-role": (409, "Only the other party can do that"),
     "stale-listing": (409, "The listing changed"),
+    "insufficient-funds": (409, "The wallet's confirmed coins do not cover it"),
+    "fee-changed": (409, "The payment would cost more than the fee confirmed"),
+    "idempotency-key-reused": (409, "The idempotency key named a different request"),
     "payload-too-large": (413, "The body is too large"),
     "unsupported-media-type": (415, "The body must be JSON (Content-Type: application/json)"),
     "validation": (422, "The request has invalid fields"),
@@ -55,6 +60,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "internal": (500, "Internal error"),
     "not-implemented": (501, "Not implemented on this node"),
     "peer-unreachable": (502, "The peer could not be reached"),
+    "chain-error": (502, "The chain backend failed or refused"),
     "unavailable": (503, "Not available right now"),
     "starting": (503, "The node is still starting"),
     "peer-timeout": (504, "The peer did not answer in time"),
@@ -118,6 +124,9 @@ def validation_problem(exc: Exception, *, parameter: bool = False, base: str = "
 
 def _domain_problem(exc: Exception) -> ApiProblem | None:
     """The problem for an exception of the node's services (None: a bug, answer 500)."""
+    if isinstance(exc, PaymentInvalid):
+        return ApiProblem("validation", str(exc),
+                          errors=[FieldError(detail=str(exc), pointer=exc.pointer)])
     table: list[tuple[type[Exception], str]] = [
         (ListingNotFound, "not-found"), (NotFound, "not-found"),
         (ListingInvalid, "validation"), (ProfileInvalid, "validation"),
@@ -126,7 +135,9 @@ def _domain_problem(exc: Exception) -> ApiProblem | None:
         (Unavailable, "unavailable"), (TradeError, "conflict"),
         (BlobError, "not-found"), (RequestTimeout, "peer-timeout"),
         (P2PError, "peer-unreachable"), (DhtError, "unavailable"),
-        (UnknownEscrow, "not-found"), (EscrowError, "conflict"),  # the escrow's last word
+        (UnknownEscrow, "not-found"), (InsufficientFunds, "insufficient-funds"),
+        (FeeChanged, "fee-changed"), (KeyReused, "idempotency-key-reused"),
+        (ChainError, "chain-error"), (EscrowError, "conflict"),  # the escrow's last word
     ]
     for kind, name in table:
         if isinstance(exc, kind):

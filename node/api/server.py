@@ -41,7 +41,7 @@ SHUTDOWN_TIMEOUT = 3.0
 ROUTES = [routes.node.routes, routes.events.routes, routes.listings.routes,
           routes.profiles.routes, routes.offers.routes, routes.orders.routes,
           routes.messages.routes, routes.moderation.routes, routes.escrow.routes,
-          routes.arbiter.routes, routes.records.routes]
+          routes.arbiter.routes, routes.records.routes, routes.wallet.routes]
 
 
 def endpoints() -> list[Endpoint]:

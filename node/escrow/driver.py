@@ -51,6 +51,7 @@ from node.escrow.intake import PARK_FOR, EscrowIntake
 from node.escrow.reconcile import SIGNED_EVENT, Reconciler
 from node.escrow.steps import EscrowSteps
 from node.escrow.store import EscrowStore
+from node.escrow.wallet import SYNC_EVERY, WalletService
 from node.p2p.messenger import Messenger
 from node.trade.errors import TradeError
 from node.trade.orders import Order, OrderState
@@ -75,7 +76,8 @@ __all__ = ["EscrowConfig", "EscrowDriver", "EscrowNode", "TradeDesk"]
 @dataclass(frozen=True, slots=True)
 class EscrowConfig:
     """How a node reaches its chain. `poll`: seconds between chain checks; `tick`: seconds
-    between clock ticks (deadlines, retries); `clock`: unix time (tests move it)."""
+    between clock ticks (deadlines, retries); `wallet_sync`: seconds between background wallet
+    syncs; `clock`: unix time (tests move it)."""
 
     esplora_url: str
     mnemonic: str = field(repr=False)
@@ -84,6 +86,7 @@ class EscrowConfig:
     poll: float = 5.0
     tick: float = 30.0
     fee_rate: int | None = None  # sat/vB; None asks the chain's fee estimates
+    wallet_sync: float = SYNC_EVERY
     clock: Callable[[], float] = time.time
 
 
@@ -154,6 +157,9 @@ class EscrowDriver:
         self.intake = EscrowIntake(node.identity.public, config.network, self.store, self.book,
                                    self.steps, self.orders,
                                    accepts_arbitration=accepts_arbitration)
+        self.funds = WalletService(lambda: self.wallet, self.chain, node.db,
+                                   escrow_addresses=self._escrow_addresses,
+                                   fee_rate=config.fee_rate, sync_every=config.wallet_sync)
         node.messenger.listeners.append(self.intake.on_message)
         node.trade.listeners.append(self._on_trade_event)
 
@@ -232,6 +238,7 @@ class EscrowDriver:
             self.book.poke.clear()
             for esc in list(self.book.escrows.values()):
                 await self._guarded(esc, self.reconciler.watch(esc))
+            await self._guarded(None, self.funds.tick())  # the wallet's scheduled sync
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.poll):
                     await self.book.poke.wait()
@@ -394,3 +401,7 @@ class EscrowDriver:
 
     async def receive_address(self) -> str:
         return await self.wallet.receive_address()
+
+    def _escrow_addresses(self) -> list[tuple[str, str]]:
+        return [(e.order_id, e.machine.address) for e in self.book.escrows.values()
+                if e.machine.address is not None]

@@ -297,9 +297,15 @@ class RulingFields(Wire, frozen=True):
 
 
 class WalletOut(Wire, frozen=True):
+    """The balance as of the last sync with the chain (`synced_at`, unix time; null: not yet
+    synced since the node started), plus what the node itself sent since. `confirmed_sat` is
+    spendable; `pending_sat` is unconfirmed, in or out. `sync_error`: why the last sync failed."""
+
     network: str
     confirmed_sat: int
     pending_sat: int
+    synced_at: float | None = None
+    sync_error: str | None = None
 
 
 class AddressOut(Wire, frozen=True):

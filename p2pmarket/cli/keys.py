@@ -42,7 +42,7 @@ from p2pmarket.datadir import (
     ensure_datadir,
     resolve_datadir,
 )
-from p2pmarket.keystore import change_passphrase, create_keystore, open_keystore
+from p2pmarket.keystore import Keystore, change_passphrase, create_keystore, open_keystore
 from p2pmarket.storage import Database
 from p2pmarket.words import BadWords, check_words
 
@@ -116,11 +116,7 @@ def cmd_backup(args: argparse.Namespace, _stderr: logging.Handler) -> int:
         raise CliError("say what to back up: --out FILE (keys and data) and/or --words")
     keystore, passphrase = unlock(datadir)  # the node may run: no lock, nothing is written
     if args.words:
-        if not keystore.words_restore_identity:
-            print("p2pmarket: warning: this keystore predates identities derived from the "
-                  "words: they restore the wallet, not the peer id; keep a backup file too",
-                  file=sys.stderr)
-        print(keystore.mnemonic, flush=True)
+        print_words(keystore)
     if args.out:
         out = Path(args.out).expanduser().absolute()
         if passphrase is None:
@@ -130,6 +126,16 @@ def cmd_backup(args: argparse.Namespace, _stderr: logging.Handler) -> int:
                             kdf_params=kdf_params())
         print(f"p2pmarket: wrote {out}: {', '.join(_summary(info.files))}", file=sys.stderr)
     return 0
+
+
+def print_words(keystore: Keystore) -> None:
+    """The 24 words on stdout (the keystore was unlocked with its passphrase, if it has one),
+    for `backup --words` and `wallet backup`."""
+    if not keystore.words_restore_identity:
+        print("p2pmarket: warning: this keystore predates identities derived from the "
+              "words: they restore the wallet, not the peer id; keep a backup file too",
+              file=sys.stderr)
+    print(keystore.mnemonic, flush=True)
 
 
 def _summary(files: tuple[str, ...]) -> list[str]:
@@ -322,4 +328,4 @@ def add_verbs(verbs: argparse._SubParsersAction,  # type: ignore[type-arg]
 
 
 __all__ = ["BackupError", "add_verbs", "cmd_backup", "cmd_passphrase", "cmd_restore",
-           "check_can_show", "words_for_init"]
+           "check_can_show", "print_words", "words_for_init"]

@@ -35,6 +35,7 @@ from p2pmarket.cli.common import (
 )
 from p2pmarket.cli.keys import add_verbs as add_key_verbs
 from p2pmarket.cli.keys import check_can_show, words_for_init
+from p2pmarket.cli.wallet import add_verbs as add_wallet_verbs
 from p2pmarket.config import Config, ConfigError, load_config, write_default_config
 from p2pmarket.datadir import (
     CONFIG_FILE,
@@ -326,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_verbs(verbs, _add_datadir)  # backup, restore, passphrase
     # status, search, listing, offer, orders: through the running node's HTTP API
     add_api_verbs(verbs, _add_datadir)
+    add_wallet_verbs(verbs, _add_datadir)  # wallet balance|address|send|history|backup
     tui = verbs.add_parser("tui", help="terminal UI of a running node (through its HTTP API)")
     _add_datadir(tui)
     tui.add_argument("--api", metavar="URL", help="the node's API URL instead of a data dir")

@@ -5,8 +5,11 @@ Each method is the snake_case form of its endpoint's operationId in the OpenAPI 
 
 from __future__ import annotations
 
+import uuid
+
 from p2pmarket.api import schemas as s
 from p2pmarket.api import schemas_trade as t
+from p2pmarket.api import wallet as w
 from p2pmarket.client.market import seg
 from p2pmarket.client.transport import Transport
 
@@ -158,11 +161,42 @@ class TradeMethods(Transport):
     async def accept_ruling(self, order_id: str) -> t.EscrowOut:
         return await self._escrow(order_id, "accept-ruling")
 
-    async def get_wallet(self) -> t.WalletOut:
-        return await self.call("GET", "/wallet", t.WalletOut)
+    async def get_wallet(self, *, refresh: bool = False) -> t.WalletOut:
+        """The balance as of the node's last sync; `refresh` asks it to sync first (the node
+        does so at most every few seconds)."""
+        return await self.call("GET", "/wallet", t.WalletOut,
+                               query=w.WalletQuery(refresh=refresh) if refresh else None)
 
     async def new_receive_address(self) -> t.AddressOut:
         return await self.call("POST", "/wallet/address", t.AddressOut)
+
+    async def preview_wallet_send(self, address: str, amount_sat: int | None = None, *,
+                                  sweep: bool = False, fee_rate_sat_vb: int | None = None,
+                                  idempotency_key: str | None = None) -> w.SendPreviewOut:
+        """Amount, fee, total and change of a payment (`sweep`: everything confirmed) before
+        the user confirms it; nothing is signed. With the key of a send already made: that
+        payment (`sent_txid`)."""
+        return await self.call("POST", "/wallet/send/preview", w.SendPreviewOut,
+                               body=w.SendPreviewFields(address=address, amount_sat=amount_sat,
+                                                        sweep=sweep,
+                                                        fee_rate_sat_vb=fee_rate_sat_vb,
+                                                        idempotency_key=idempotency_key))
+
+    async def send_from_wallet(self, address: str, amount_sat: int, *, max_fee_sat: int,
+                               fee_rate_sat_vb: int | None = None,
+                               idempotency_key: str | None = None) -> w.SendOut:
+        """Pay from the wallet; `max_fee_sat` is the previewed fee the user confirmed. A new
+        idempotency key is made unless given: to retry a send whose answer was lost, pass
+        the same key again (the node then answers the first payment, never pays twice)."""
+        key = idempotency_key or f"send-{uuid.uuid4().hex}"
+        return await self.call("POST", "/wallet/send", w.SendOut, body=w.SendFields(
+            address=address, amount_sat=amount_sat, max_fee_sat=max_fee_sat,
+            fee_rate_sat_vb=fee_rate_sat_vb, idempotency_key=key))
+
+    async def list_wallet_transactions(self, *, page_size: int = 50,
+                                       page_token: str | None = None) -> w.WalletTxPage:
+        return await self.call("GET", "/wallet/transactions", w.WalletTxPage,
+                               query=s.Paging(page_size=page_size, page_token=page_token))
 
     # -- arbitration ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Network screen: the node's status (peers, DHT, counts, escrow and wallet), its peers and the
-message outbox with delivery states; refreshed every few seconds."""
+message outbox with delivery states; refreshed every few seconds. w opens the wallet."""
 
 from __future__ import annotations
 
@@ -56,7 +56,13 @@ def status_text(st: NodeStatus, wallet: WalletOut | None) -> str:
 
 
 class NetworkScreen(BaseScreen):
-    BINDINGS = [Binding("r", "refresh", "Refresh", id="network.refresh")]
+    BINDINGS = [Binding("r", "refresh", "Refresh", id="network.refresh"),
+                Binding("w", "wallet", "Wallet", id="network.wallet")]
+
+    def action_wallet(self) -> None:
+        from tui.screens.wallet import WalletScreen
+
+        self.app.push_screen(WalletScreen())
 
     def compose(self) -> ComposeResult:
         yield Header()

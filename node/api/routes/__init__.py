@@ -13,7 +13,9 @@ from node.api.routes import (
     orders,
     profiles,
     records,
+    wallet,
 )
 
 __all__ = ["arbiter", "escrow", "events", "listings", "messages", "moderation", "node", "offers",
-           "orders", "profiles", "records"]
+           "orders", "profiles", "records",
+           "wallet"]

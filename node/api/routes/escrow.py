@@ -1,4 +1,4 @@
-"""Escrow and wallet routes: the node's escrow driver (`node.escrow`) acting for this node's role
+"""Escrow routes: the node's escrow driver (`node.escrow`) acting for this node's role
 in the order, answered with the escrow's state after it. A node without a chain has no driver:
 the routes (and so the OpenAPI document and the client) still exist and answer 501.
 
@@ -9,7 +9,7 @@ the escrow does not allow now is 409.
 from __future__ import annotations
 
 from node.api.context import Call
-from node.api.escrow_view import escrow_out, wallet_out
+from node.api.escrow_view import escrow_out
 from node.api.problems import ApiProblem
 from node.api.registry import Routes
 from node.escrow.driver import EscrowDriver
@@ -86,17 +86,3 @@ async def rule_dispute(call: Call) -> t.EscrowOut:
              errors=(409, *NOT_YET))
 async def accept_ruling(call: Call) -> t.EscrowOut:
     return escrow_out(await escrow(call).accept_ruling(call.path("order_id")))
-
-
-@routes.get("/wallet", name="getWallet", summary="The node wallet's balance",
-            response=t.WalletOut, errors=NOT_YET)
-async def get_wallet(call: Call) -> t.WalletOut:
-    driver = escrow(call)
-    return wallet_out(await driver.balance(), driver.config.network)
-
-
-@routes.post("/wallet/address", name="newReceiveAddress",
-             summary="A fresh address to receive funds", response=t.AddressOut,
-             errors=NOT_YET)
-async def new_receive_address(call: Call) -> t.AddressOut:
-    return t.AddressOut(address=await escrow(call).receive_address())
