@@ -116,8 +116,9 @@ async def direct_trade(world: ew.World, wallet: NodeWallet, n: int) -> dict[str,
                   arbiter_fee_fixed_sats=1_000)
     now = int(time.time())
     machines = {r: EscrowMachine(terms, r, now=now) for r in Role}
-    keys = {r: await asyncio.to_thread(btc.derive_order_key, words[r],
-                                       btc.order_index(terms.order_id), "regtest") for r in Role}
+    keys = {r: await asyncio.to_thread(
+        btc.derive_order_key, words[r],
+        btc.order_index(btc.index_secret(words[r]), terms.order_id), "regtest") for r in Role}
     signers: dict[Role, btc.EscrowSigner] = {}
     payout_to = {r: await wallet.receive_address() for r in Role}
     queue: list[tuple[Role, EscrowEvent]] = []

@@ -10,6 +10,7 @@ orders cannot be linked to each other or to the node's master key.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -31,6 +32,7 @@ from escrow.terms import (
     Payout,
     PsbtRejected,
 )
+from p2pmarket.words import seed_of
 
 _NETWORKS: dict[str, tuple[bdk.Network, bdk.NetworkKind, int]] = {
     "regtest": (bdk.Network.REGTEST, bdk.NetworkKind.TEST, 1),
@@ -75,10 +77,24 @@ def _sign_options() -> bdk.SignOptions:
 # -- keys, addresses --------------------------------------------------------------------------
 
 
-def order_index(order_id: str) -> int:
-    """The hardened child index of an order's key: stable, so a restart re-derives it."""
+def legacy_order_index(order_id: str) -> int:
+    """The index escrows made before the key registry used: a public hash of the order id,
+    which a buyer choosing ids could grind into a repeat. Only for those existing escrows."""
     digest = hashlib.sha256(b"p2pmarket/escrow-key/" + order_id.encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def index_secret(mnemonic: str) -> bytes:
+    """A node secret (from its seed) that makes order indexes unpredictable to others."""
+    return hmac.new(seed_of(mnemonic), b"p2pmarket/escrow-index", hashlib.sha256).digest()
+
+
+def order_index(secret: bytes, order_id: str, attempt: int = 0) -> int:
+    """Candidate `attempt` for an order's hardened child index: HMAC(node secret, order id), so
+    nobody else can aim at one of our indexes; the key registry (node.escrow.store) takes the
+    first candidate no other order holds, so an index, hence a key, never repeats."""
+    mac = hmac.new(secret, f"{order_id}\x1f{attempt}".encode(), hashlib.sha256).digest()
+    return int.from_bytes(mac[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,6 +428,14 @@ class Esplora:
             addr = bdk.Address(address, _net(network)[0])
             return [ChainTx(str(t.txid), t.status.confirmed, t.status.block_height)
                     for t in self.client.get_address_txs(addr, None)]
+
+    def spender(self, tx_id: str, vout: int) -> str | None:
+        """The txid spending output `vout` of `tx_id` (in the mempool or a block), or None."""
+        with bdk_errors("output status", ChainError):
+            st = self.client.get_output_status(bdk.Txid.from_string(tx_id), vout)
+        if st is None or not st.spent:
+            return None
+        return str(st.txid) if st.txid is not None else "unknown"
 
     def broadcast(self, raw_tx: bytes) -> str:
         with bdk_errors("broadcast refused", ChainError):

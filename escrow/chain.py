@@ -70,22 +70,36 @@ class EsploraChain:
     async def get_tx(self, txid: str) -> bytes | None:
         return await asyncio.to_thread(self.esplora.raw_tx, txid)
 
-    async def find_funding(self, address: str, amount: int | None = None) -> FundingOutput | None:
-        """The deepest output paying `address` (exactly `amount` sats if given), or None.
+    async def spender(self, txid: str, vout: int) -> str | None:
+        """The transaction spending an output (mempool or chain), or None while unspent."""
+        return await asyncio.to_thread(self.esplora.spender, txid, vout)
+
+    async def find_funding(self, address: str, amount: int | None = None, *,
+                           after_height: int | None = None, unspent: bool = True
+                           ) -> FundingOutput | None:
+        """The deepest unspent output paying `address` (exactly `amount` sats if given) and not
+        confirmed at or below `after_height` (the tip when the escrow's keys were made: nothing
+        older can be a payment for it), or None.
 
         Looks at the address's mempool and newest confirmed transactions (Esplora's first page),
-        which is where an escrow's funding is while the trade waits for it.
+        which is where an escrow's funding is while the trade waits for it. A spent output is
+        never funding: whatever spent it, the money is not there any more (`unspent=False`
+        lets a buyer see its own earlier payment, spent or not, so it never pays twice).
         """
         spk = address_script(address, self.network)
         txs = await asyncio.to_thread(self.esplora.address_txs, address, self.network)
         tip = await self.tip_height()
         best: FundingOutput | None = None
         for t in txs:
+            if after_height is not None and t.height is not None and t.height <= after_height:
+                continue
             raw = await self.get_tx(t.txid)
             if raw is None:
                 continue
             for vout, (script, value) in enumerate(tx_outputs(raw)):
                 if script != spk or (amount is not None and value != amount):
+                    continue
+                if unspent and await self.spender(t.txid, vout) is not None:
                     continue
                 found = FundingOutput(t.txid, vout, value, _depth(t.height, tip), raw)
                 if best is None or found.confirmations > best.confirmations:

@@ -82,6 +82,8 @@ class Escrow:
     machine: EscrowMachine
     created: int
     key: OrderKey | None = None
+    made_height: int | None = None  # tip height when our key was made (None: older escrow)
+    refused: str | None = None  # why this node will not take part (a repeated key/address)
     signer: EscrowSigner | None = None
     funding: Funding | None = None
     funding_raw: bytes | None = None

@@ -17,8 +17,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
-from escrow.bitcoin import EscrowSigner, derive_order_key, finalize, order_index, txid
+from escrow.bitcoin import (
+    EscrowSigner,
+    derive_order_key,
+    finalize,
+    index_secret,
+    order_index,
+    txid,
+)
 from escrow.chain import EsploraChain, FundingOutput
 from escrow.machine import TRANSITIONS
 from escrow.terms import (
@@ -31,6 +39,7 @@ from escrow.terms import (
     Funded,
     Funding,
     KeysExchanged,
+    LocalEscrowError,
     PayoutKind,
     PsbtRejected,
     RefundSigned,
@@ -43,7 +52,7 @@ from escrow.terms import (
 from escrow.wallet import NodeWallet
 from node.escrow.book import Escrow, EscrowBook, EscrowNotice, Flag, OrderDesk, Send, policy_of
 from node.escrow.steps import EscrowSteps
-from node.escrow.store import EscrowStore
+from node.escrow.store import EscrowStore, KeyRepeated
 from node.trade.errors import TradeError
 from node.trade.orders import OrderState
 from p2pmarket.wire.escrow import MAX_CASE_STEPS, EscrowCase
@@ -73,8 +82,11 @@ class Reconciler:
         self.book, self.steps, self.store, self.orders = book, steps, store, orders
         self.chain, self.wallet, self.send = chain, wallet, send
         self.mnemonic, self.fee_rate = mnemonic, fee_rate
+        self._secret: bytes | None = None  # index_secret(mnemonic), made on first use
 
     async def reconcile(self, esc: Escrow) -> None:
+        if esc.refused is not None:  # said once (a notice); nothing more to do for it
+            return
         if esc.state is State.PROPOSED and esc.role not in esc.machine.keys:
             await self._send_keys(esc)
         await self.ensure_signer(esc)
@@ -99,15 +111,43 @@ class Reconciler:
         self.steps.act(esc, KeysExchanged(esc.role, esc.key.xpub, address, timeout))
 
     async def ensure_signer(self, esc: Escrow) -> None:
+        if esc.refused is not None:
+            raise LocalEscrowError(esc.refused)
         if esc.key is None:
-            esc.key = await asyncio.to_thread(derive_order_key, self.mnemonic,
-                                              order_index(esc.order_id), esc.terms.network)
+            slot = self.store.key_slot(esc.order_id)
+            if slot is None:  # a new escrow: the first index no other order holds
+                if self._secret is None:
+                    self._secret = await asyncio.to_thread(index_secret, self.mnemonic)
+                secret, height = self._secret, await self.chain.tip_height()
+                try:
+                    slot = self.store.claim_index(
+                        esc.order_id, (order_index(secret, esc.order_id, n) for n in range(64)),
+                        height)
+                except KeyRepeated as exc:
+                    self._refuse(esc, str(exc))
+            esc.key = await asyncio.to_thread(derive_order_key, self.mnemonic, slot.index,
+                                              esc.terms.network)
+            esc.made_height = slot.made_height
         if esc.signer is None and len(esc.machine.keys) == 3:
             policy = await asyncio.to_thread(policy_of, esc.machine)
             await asyncio.to_thread(lambda: (policy.address, policy.script_pubkey))  # cached
+            theirs = [x for role, k in esc.machine.keys.items() if role is not esc.role
+                      for x in (k.xpub, k.timeout_xpub) if x]
+            try:
+                self.store.claim_address(esc.order_id, policy.address, theirs)
+            except KeyRepeated as exc:  # never sign for (or fund) an address that repeats
+                self._refuse(esc, str(exc))
             esc.signer = await asyncio.to_thread(EscrowSigner, policy, esc.key)
         if esc.signer is not None and esc.funding is None and esc.funding_raw is not None:
             esc.funding = await asyncio.to_thread(esc.signer.add_funding, esc.funding_raw)
+
+    def _refuse(self, esc: Escrow, why: str) -> NoReturn:
+        """This node takes no part in the escrow: said once, as a notice; it never gets to
+        acknowledge the address, so the buyer's node never pays it."""
+        esc.refused = f"refusing this escrow: {why}"
+        log.error("escrow %s: %s", esc.order_id, esc.refused)
+        self.book.emit(EscrowNotice(esc.order_id, "escrow_refused", esc.refused))
+        raise LocalEscrowError(esc.refused)
 
     # -- funding ------------------------------------------------------------------------------
 
@@ -120,7 +160,7 @@ class Reconciler:
             return
         amount = esc.terms.amount_sats
         try:  # a crash right after an earlier payment must not pay twice
-            if await self.chain.find_funding(m.address, amount) is None:
+            if await self.chain.find_funding(m.address, amount, unspent=False) is None:
                 wallet = self.wallet()
                 await wallet.sync(self.chain)
                 paid = await wallet.fund_escrow(self.chain, m.address, amount,
@@ -136,10 +176,13 @@ class Reconciler:
 
     async def watch(self, esc: Escrow) -> None:
         """The chain watcher's look at one escrow: its funding output, its settlement."""
+        if esc.refused is not None:
+            return
         m = esc.machine
         late = m.state in (State.CANCELLED, State.EXPIRED) and m.funding is None
         if m.address is not None and (m.state is State.AGREED or (late and len(m.acks) == 3)):
-            found = await self.chain.find_funding(m.address, esc.terms.amount_sats)
+            found = await self.chain.find_funding(m.address, esc.terms.amount_sats,
+                                                  after_height=esc.made_height)
             if found is not None:
                 async with self.book.lock:
                     await self._funding_seen(esc, found)

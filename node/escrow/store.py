@@ -9,11 +9,14 @@ claim of funding: every node checks the chain itself).
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
 
+from escrow.bitcoin import legacy_order_index
 from p2pmarket.storage import Database
 from p2pmarket.wire.escrow import EscrowBody, digest
 
@@ -61,9 +64,26 @@ MIGRATIONS = [
         PRIMARY KEY (order_id, party)
     );
     """,
+    # the key registry: our hardened key index per order (unique: a key never serves two
+    # orders, so neither does an escrow address), the escrow address once all three keys are
+    # known (unique too), the tip height when our key was made (funding confirmed at or below
+    # it cannot be for this escrow), and every counterparty key seen (a repeat is refused)
+    """
+    CREATE TABLE escrow_keys (
+        order_id TEXT PRIMARY KEY,
+        key_index INTEGER NOT NULL UNIQUE,
+        address TEXT UNIQUE,
+        made_height INTEGER
+    );
+    CREATE TABLE escrow_peer_keys (
+        xpub TEXT PRIMARY KEY,
+        order_id TEXT NOT NULL
+    );
+    """,
 ]
 
 _encoder = msgspec.msgpack.Encoder()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +125,75 @@ class CaseRow:
     at: float
 
 
+class KeyRepeated(Exception):
+    """A key or an escrow address another order already uses."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeySlot:
+    index: int
+    made_height: int | None  # None for escrows made before the registry
+
+
 class EscrowStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        before = db.schema_version("escrow")
         db.migrate("escrow", MIGRATIONS)
+        if 0 < before < 2:
+            self._register_legacy()
+
+    def _register_legacy(self) -> None:
+        """Escrows made before the registry keep the key they derived then (a public hash of
+        the order id); a repeat among them is logged: that escrow's key is suspect."""
+        for row in self.db.query("SELECT order_id FROM escrows ORDER BY created"):
+            index = legacy_order_index(row["order_id"])
+            if self.db.execute("INSERT OR IGNORE INTO escrow_keys (order_id, key_index) "
+                               "VALUES (?,?)", (row["order_id"], index)) == 0:
+                log.error("escrow %s shares its key index with another order: do not fund it",
+                          row["order_id"])
+
+    # the key registry
+
+    def key_slot(self, order_id: str) -> KeySlot | None:
+        row = self.db.query_one("SELECT key_index, made_height FROM escrow_keys WHERE order_id=?",
+                                (order_id,))
+        return None if row is None else KeySlot(row["key_index"], row["made_height"])
+
+    def claim_index(self, order_id: str, candidates: Iterable[int], made_height: int | None
+                    ) -> KeySlot:
+        """The order's key index: the one it has, else the first candidate no order holds."""
+        with self.db.transaction():
+            slot = self.key_slot(order_id)
+            if slot is not None:
+                return slot
+            for index in candidates:
+                if self.db.query_one("SELECT 1 FROM escrow_keys WHERE key_index=?", (index,)):
+                    continue
+                self.db.execute("INSERT INTO escrow_keys (order_id, key_index, made_height) "
+                                "VALUES (?,?,?)", (order_id, index, made_height))
+                return KeySlot(index, made_height)
+        raise KeyRepeated(f"no free key index for order {order_id}")
+
+    def claim_address(self, order_id: str, address: str, peer_xpubs: Iterable[str]) -> None:
+        """Note the escrow's address and the counterparties' keys; KeyRepeated if another
+        order already has that address or one of those keys (nothing is noted then)."""
+        peer_xpubs = list(peer_xpubs)
+        with self.db.transaction():
+            row = self.db.query_one("SELECT order_id FROM escrow_keys WHERE address=? AND "
+                                    "order_id<>?", (address, order_id))
+            if row is not None:
+                raise KeyRepeated(f"escrow address {address} is already order {row[0]}'s")
+            for xpub in peer_xpubs:
+                row = self.db.query_one("SELECT order_id FROM escrow_peer_keys WHERE xpub=? AND "
+                                        "order_id<>?", (xpub, order_id))
+                if row is not None:
+                    raise KeyRepeated(f"a counterparty key of this escrow was used in order "
+                                      f"{row[0]}")
+            self.db.execute("UPDATE escrow_keys SET address=? WHERE order_id=?",
+                            (address, order_id))
+            self.db.executemany("INSERT OR IGNORE INTO escrow_peer_keys (xpub, order_id) "
+                                "VALUES (?,?)", [(x, order_id) for x in peer_xpubs])
 
     # escrows
 

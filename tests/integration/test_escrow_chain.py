@@ -72,7 +72,8 @@ class Trade:
                  wallets: dict[Role, NodeWallet]) -> None:
         self.chain, self.devchain, self.terms = chain, devchain, terms
         self.parties = {r: Party(r, EscrowMachine(terms, r, now=T0),
-                                 btc.derive_order_key(WORDS[r], btc.order_index(terms.order_id),
+                                 btc.derive_order_key(WORDS[r],
+                                                      btc.legacy_order_index(terms.order_id),
                                                       "regtest"), wallets[r]) for r in Role}
         self.queue: list[tuple[Role, EscrowEvent]] = []
         self.now = T0

@@ -28,7 +28,7 @@ from escrow.terms import (
 
 B, S, A = Role.BUYER, Role.SELLER, Role.ARBITER
 AMOUNT = 1_000_000
-ORDER = btc.order_index("order-0001")
+ORDER = btc.legacy_order_index("order-0001")
 WORDS = {r: Mnemonic("english").to_mnemonic(bytes([i + 1]) * 32) for i, r in enumerate(Role)}
 # payout addresses (BIP173 test vector and two more P2WPKH programs)
 PAYTO = {
@@ -100,7 +100,7 @@ def escrow() -> Escrow:
 def test_order_keys_are_per_order_bare_and_deterministic() -> None:
     k1 = btc.derive_order_key(WORDS[B], ORDER, "regtest")
     assert k1 == btc.derive_order_key(WORDS[B], ORDER, "regtest")
-    k2 = btc.derive_order_key(WORDS[B], btc.order_index("order-0002"), "regtest")
+    k2 = btc.derive_order_key(WORDS[B], btc.legacy_order_index("order-0002"), "regtest")
     assert len({k1.xpub, k1.timeout_xpub, k2.xpub}) == 3
     assert k1.xpub.startswith("tpub") and "[" not in k1.xpub and "/" not in k1.xpub
     assert "prv" not in repr(k1)
@@ -294,3 +294,16 @@ def test_hot_wallet_persists_addresses(tmp_path: Path) -> None:
     assert again.receive_address() not in (first, second)
     with pytest.raises(EscrowBitcoinError):
         btc.HotWallet(WORDS[S], "regtest", db)  # another key's database
+
+
+def test_order_indexes_come_from_a_node_secret() -> None:
+    # the index a buyer could aim at used to be a public hash of the order id; now only the
+    # node that owns the key can compute it, and each attempt gives another candidate
+    mine, theirs = btc.index_secret(WORDS[S]), btc.index_secret(WORDS[B])
+    assert mine != theirs and len(mine) == 32
+    first = btc.order_index(mine, "order-0001")
+    assert first == btc.order_index(mine, "order-0001")  # stable: a restart finds it again
+    assert first != btc.order_index(theirs, "order-0001")
+    assert first != btc.legacy_order_index("order-0001")
+    assert len({btc.order_index(mine, "order-0001", n) for n in range(16)}) == 16
+    assert all(0 <= btc.order_index(mine, f"o{n}") < 2**31 for n in range(100))

@@ -189,8 +189,12 @@ async def test_a_step_before_its_proposal_waits(parts: Parts) -> None:
 async def test_the_reconciler_sends_our_keys_for_a_new_escrow(parts: Parts) -> None:
     proposal, terms = parts.proposal()
     esc = parts.steps.create(proposal, sign_proposal(parts.buyer, proposal), terms, Role.SELLER)
+    class TipOnly:  # the chain is asked only for its height (our key's birth) before funding
+        async def tip_height(self) -> int:
+            return 321
+
     reconciler = Reconciler(parts.book, parts.steps, parts.store, parts.orders,
-                            chain=None,  # type: ignore[arg-type]  # not used before funding
+                            chain=TipOnly(),  # type: ignore[arg-type]
                             wallet=FakeWallet,  # type: ignore[arg-type]  # () -> the wallet
                             send=parts.steps.send, mnemonic=Mnemonic("english").generate(128),
                             fee_rate=2)
@@ -198,6 +202,9 @@ async def test_the_reconciler_sends_our_keys_for_a_new_escrow(parts: Parts) -> N
     ours = esc.machine.keys[Role.SELLER]
     assert ours.payout_address == ADDRESS and ours.xpub.startswith("tpub")
     assert esc.state is State.PROPOSED and esc.key is not None
+    slot = parts.store.key_slot(parts.order.id)
+    assert slot is not None and slot.made_height == 321 == esc.made_height
+    assert esc.key.index == slot.index
     keys = [decode_event(open_escrow_step(b.step).event) for _, b in parts.sent
             if isinstance(b, EscrowStep)]
     assert len(keys) == 2 and all(isinstance(k, KeysExchanged) for k in keys)
