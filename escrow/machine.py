@@ -17,6 +17,9 @@ Decisions beyond the design page, written down here:
   can always complain of non-delivery, and the seller can always ask the arbiter to rule (the
   way out when a buyer vanishes).
 - A ruling is final once made (a revision could race a co-signature of the old one).
+- Funding that a reorg or a double spend takes away (`FundingLost`, from our own watcher) sends
+  a FUNDED escrow back to AGREED, where it counts funding again; after shipping it can only
+  raise the alarm (`FundingDoubted`).
 - Buyer and seller together can still release or refund during a dispute. Money that reaches
   the escrow after CANCELLED/EXPIRED can be refunded (buyer + seller) rather than stuck.
 """
@@ -41,6 +44,8 @@ from escrow.terms import (
     Funded,
     FundEscrow,
     Funding,
+    FundingDoubted,
+    FundingLost,
     KeysExchanged,
     LateFunding,
     LocalEscrowError,
@@ -115,12 +120,14 @@ TRANSITIONS: dict[tuple[State, type[EscrowEvent]], Target] = {
     (State.FUNDED, RefundSigned): _REFUND,
     (State.FUNDED, DisputeOpened): State.DISPUTED,
     (State.FUNDED, Tick): State.FUNDED,
+    (State.FUNDED, FundingLost): State.AGREED,  # not shipped yet: wait for funding again
     (State.SHIPPED, Funded): State.SHIPPED,
     (State.SHIPPED, ReleaseSigned): _RELEASE,
     (State.SHIPPED, RefundSigned): _REFUND,
     (State.SHIPPED, DisputeOpened): State.DISPUTED,
     (State.SHIPPED, TimeoutClaimed): State.RELEASED,
     (State.SHIPPED, Tick): Deadline("dispute_window", State.SHIPPED),
+    (State.SHIPPED, FundingLost): State.SHIPPED,  # shipped: only an alarm is left
     (State.DISPUTED, Funded): State.DISPUTED,
     (State.DISPUTED, DisputeOpened): State.DISPUTED,  # both opened at once: the second is heard
     (State.DISPUTED, Evidence): State.DISPUTED,
@@ -129,6 +136,7 @@ TRANSITIONS: dict[tuple[State, type[EscrowEvent]], Target] = {
     (State.DISPUTED, ReleaseSigned): _RELEASE,
     (State.DISPUTED, RefundSigned): _REFUND,
     (State.DISPUTED, Tick): Deadline("ruling", State.DISPUTED),
+    (State.DISPUTED, FundingLost): State.DISPUTED,
     **{(s, e): s for s in FINAL_STATES for e in (Broadcast, Tick)},
     **{(s, e): s for s in (State.CANCELLED, State.EXPIRED) for e in (Funded, Tick)},
     (State.CANCELLED, RefundSigned): _REFUND,
@@ -141,7 +149,7 @@ AUTHORS: dict[type[EscrowEvent], frozenset[Role]] = {
     Shipped: frozenset({S}), ReleaseSigned: frozenset({B, S}), RefundSigned: frozenset({B, S}),
     DisputeOpened: frozenset({B, S}), Evidence: EVERYONE, Ruling: frozenset({A}),
     RulingAccepted: frozenset({B, S}), TimeoutClaimed: frozenset({S}), Broadcast: EVERYONE,
-    Cancel: EVERYONE,
+    Cancel: EVERYONE, FundingLost: EVERYONE,  # only ever our own: receive() refuses it
 }
 
 
@@ -185,6 +193,8 @@ class EscrowMachine:
             raise LocalEscrowError("receive() is for peers' messages; use send() for ours")
         if isinstance(event, Tick):
             raise RemoteEscrowError("a peer cannot move our clock")
+        if isinstance(event, FundingLost):
+            raise RemoteEscrowError("every node watches the funding itself")
         return self._handle(event, sender)
 
     def deadline(self, name: DeadlineName) -> int | None:
@@ -336,6 +346,17 @@ class EscrowMachine:
             return self._go(t.target)
         return []
 
+    def _on_FundingLost(self, ev: FundingLost, sender: Role, t: Target) -> list[Effect]:
+        if self.funding is None or self.funding.txid != ev.txid:
+            raise self._fail(sender, "that is not the funding this escrow counted")
+        effects: list[Effect] = [FundingDoubted(self.funding, ev.reason)]
+        self.confirmations = 0
+        if t == State.AGREED:  # forget it: the same or another funding is counted anew
+            self.funding = None
+            self._seen = {k for k in self._seen if not isinstance(k[1], Funded)}
+            effects += self._go(State.AGREED)
+        return effects
+
     def _on_Shipped(self, ev: Shipped, sender: Role, t: Target) -> list[Effect]:
         self.shipped_at = self.now
         return self._go(State.SHIPPED)
@@ -424,6 +445,11 @@ class EscrowMachine:
     def _on_Broadcast(self, ev: Broadcast, sender: Role, t: Target) -> list[Effect]:
         if self.settlement_txid == ev.txid:
             return []
+        if sender != self.role and self.settlement_txid is not None:
+            # ours is the transaction we finalized from the signatures; a peer's notice
+            # naming another one never replaces it (the watcher checks what spent the funding)
+            raise RemoteEscrowError(f"{sender}: announced settlement {ev.txid}, "
+                                    f"but it is {self.settlement_txid}")
         self.settlement_txid = ev.txid
         return [WatchSettlement(ev.txid)]
 

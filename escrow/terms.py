@@ -244,10 +244,19 @@ class Tick(_Event, frozen=True, tag="tick"):
     now: Annotated[int, Meta(ge=0)]
 
 
+class FundingLost(_Event, frozen=True, tag="funding_lost"):
+    """Our chain watcher: the funding we counted is no longer as deep as agreed (a reorg took
+    its block, or a double spend replaced it). Local like the clock: never from a peer."""
+
+    txid: Txid
+    reason: Text
+    at: Annotated[int, Meta(ge=0)]  # local clock: a second loss of the same tx is news too
+
+
 EscrowEvent = (
     KeysExchanged | DescriptorAcked | Funded | Shipped | ReleaseSigned | RefundSigned
     | DisputeOpened | Evidence | Ruling | RulingAccepted | TimeoutClaimed | Broadcast | Cancel
-    | Tick
+    | Tick | FundingLost
 )
 
 
@@ -322,6 +331,14 @@ class RulingNeeded(Effect, frozen=True, tag="ruling_needed"):
     """Arbiter only: a dispute was opened."""
 
     opened_by: Role
+    reason: str
+
+
+class FundingDoubted(Effect, frozen=True, tag="funding_doubted"):
+    """The funding we counted is gone or not deep enough any more: tell the user (a seller
+    must not ship); before shipping the escrow went back to AGREED to wait for it again."""
+
+    funding: Funding
     reason: str
 
 

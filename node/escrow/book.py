@@ -54,6 +54,7 @@ class Flag(enum.StrEnum):
     CONFIRMED = "confirmed"  # the settlement is confirmed
     SETTLE_HOOK = "settle_hook"  # seller: the order was settled
     FUND_STARTED = "fund_started"  # buyer: we paid the escrow (never pay twice)
+    CONFLICT = "conflict"  # something other than the settlement spent the escrow (told once)
 
 
 def encode_event(event: EscrowEvent) -> bytes:

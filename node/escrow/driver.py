@@ -162,6 +162,7 @@ class EscrowDriver:
                                    fee_rate=config.fee_rate, sync_every=config.wallet_sync)
         node.messenger.listeners.append(self.intake.on_message)
         node.trade.listeners.append(self._on_trade_event)
+        node.trade.ship_checks.append(self._ship_check)
 
     @property
     def escrows(self) -> dict[str, Escrow]:
@@ -204,6 +205,17 @@ class EscrowDriver:
             tg.create_task(self._work_loop())
             tg.create_task(self._watch_loop())
             tg.create_task(self._tick_loop())
+
+    def _ship_check(self, order_id: str) -> str | None:
+        """A seller does not ship an escrowed order whose funding is not counted (any more):
+        while the escrow waits for funding, e.g. after a reorg took it back to AGREED."""
+        esc = self.book.escrows.get(order_id)
+        if esc is None or esc.role is not Role.SELLER:
+            return None
+        if esc.state not in (State.PROPOSED, State.AGREED):
+            return None  # funded (or shipped, settled), or the escrow was given up
+        return (f"the escrow is {esc.state} and holds no counted funding (if it was funded, "
+                "a reorg or a double spend took it away); ship once it is funded again")
 
     def _on_trade_event(self, event: object) -> None:
         order = getattr(event, "order", None)

@@ -38,6 +38,7 @@ from escrow.terms import (
     Evidence,
     Funded,
     Funding,
+    FundingLost,
     KeysExchanged,
     LocalEscrowError,
     PayoutKind,
@@ -67,6 +68,7 @@ RETRY = 30.0  # seconds before a failed chain action is tried again
 SETTLEMENT_VSIZE = 220  # vbytes of a 2-of-3 P2WSH spend to up to three outputs, rounded up
 FUNDED_STATES = frozenset({State.FUNDED, State.SHIPPED, State.DISPUTED, State.RELEASED,
                            State.REFUNDED, State.RESOLVED})
+WATCHED_FUNDING = frozenset({State.FUNDED, State.SHIPPED, State.DISPUTED})  # unsettled, funded
 SIGNED_EVENT: dict[PayoutKind, type[ReleaseSigned | RefundSigned | RulingAccepted]] = {
     "release": ReleaseSigned, "refund": RefundSigned, "ruling": RulingAccepted}
 
@@ -186,11 +188,51 @@ class Reconciler:
             if found is not None:
                 async with self.book.lock:
                     await self._funding_seen(esc, found)
+        if m.funding is not None and m.state in WATCHED_FUNDING:
+            await self._check_funding(esc, m.funding)
         tx_id = m.settlement_txid
         if tx_id is not None and Flag.CONFIRMED not in esc.flags:
-            status = await self.chain.tx_status(tx_id)
-            async with self.book.lock:
-                await self._settlement_seen(esc, status.confirmations)
+            await self._check_settlement(esc, tx_id)
+
+    async def _check_funding(self, esc: Escrow, funding: Funding) -> None:
+        """The funding we counted must stay as deep as agreed until it is spent: a reorg that
+        takes its block or a double spend that replaces it is a FundingLost (back to AGREED
+        before shipping; an alarm after)."""
+        status = await self.chain.tx_status(funding.txid)
+        need = esc.terms.min_confirmations
+        if status.confirmations >= need or esc.machine.confirmations < need:
+            return  # as deep as agreed, or never counted deep yet
+        gone = await self.chain.get_tx(funding.txid) is None
+        reason = ("its transaction is gone from the chain and the mempool (double spent?)"
+                  if gone else f"only {status.confirmations} confirmations now (a reorg)")
+        async with self.book.lock:
+            if esc.machine.funding == funding and esc.machine.state in WATCHED_FUNDING:
+                log.warning("escrow %s: funding %s lost: %s", esc.order_id, funding.txid, reason)
+                self.steps.act(esc, FundingLost(funding.txid, reason, self.steps.now()),
+                               share=False)
+
+    async def _check_settlement(self, esc: Escrow, tx_id: str) -> None:
+        """Confirmed means: the funding output's spender is our settlement, in a block. Another
+        spender is an alarm; a settlement that left the mempool is broadcast again."""
+        funding = esc.machine.funding
+        spender = None if funding is None else await self.chain.spender(funding.txid,
+                                                                        funding.vout)
+        if spender is not None and spender != tx_id:
+            if Flag.CONFLICT not in esc.flags:
+                self.steps.save_flags(esc, Flag.CONFLICT)
+                self.book.emit(EscrowNotice(esc.order_id, "settlement_conflict",
+                                            f"the escrow was spent by {spender}, not {tx_id}"))
+            return
+        status = await self.chain.tx_status(tx_id)
+        async with self.book.lock:
+            if (status.confirmations == 0 and spender is None and Flag.BROADCAST in esc.flags
+                    and esc.settlement_raw is not None
+                    and await self.chain.get_tx(tx_id) is None):
+                # evicted (or never relayed): broadcast it again on the next pass
+                self.steps.drop_flags(esc, Flag.BROADCAST)
+                self.book.emit(EscrowNotice(esc.order_id, "rebroadcast", tx_id))
+                self.book.mark(esc)
+            await self._settlement_seen(esc, status.confirmations)
 
     async def _funding_seen(self, esc: Escrow, found: FundingOutput) -> None:
         """Our watcher found the funding output (at some depth): learn it and tell the machine."""

@@ -27,6 +27,8 @@ from escrow.terms import (
     EscrowError,
     EscrowEvent,
     Funded,
+    FundingDoubted,
+    FundingLost,
     KeysExchanged,
     PayoutKind,
     PeerMisbehaved,
@@ -114,6 +116,10 @@ class EscrowSteps:
         esc.flags.update(flags)
         self.store.set_flags(esc.order_id, esc.flags)
 
+    def drop_flags(self, esc: Escrow, *flags: str) -> None:
+        esc.flags.difference_update(flags)
+        self.store.set_flags(esc.order_id, esc.flags)
+
     # -- our own events -----------------------------------------------------------------------
 
     def tick(self, esc: Escrow) -> None:
@@ -168,6 +174,9 @@ class EscrowSteps:
                     self._refused(esc, party, "descriptor_ack", reason)
                 case TimeoutClaimAvailable():
                     self.book.emit(EscrowNotice(esc.order_id, "timeout_claim_available"))
+                case FundingDoubted(funding=funding, reason=reason):
+                    self.book.emit(EscrowNotice(esc.order_id, "funding_lost",
+                                                f"{funding.txid}: {reason}"))
         self.book.mark(esc)
 
     def _refused(self, esc: Escrow, party: Role, kind: str, reason: str) -> None:
@@ -183,10 +192,11 @@ class EscrowSteps:
         if self.store.has_step(esc.order_id, step_hash):
             return  # a retry of a step we have
         encoded, now = encode_event(event), self.now()
-        if isinstance(event, Tick):
-            self.store.add_step(esc.order_id, author, raw, encoded, "rejected", now,
-                                "a peer cannot move our clock")
-            self._refused(esc, author, "tick", "a peer cannot move our clock")
+        if isinstance(event, Tick | FundingLost):
+            why = ("a peer cannot move our clock" if isinstance(event, Tick)
+                   else "every node watches the funding itself")
+            self.store.add_step(esc.order_id, author, raw, encoded, "rejected", now, why)
+            self._refused(esc, author, event_tag(event), why)
             return
         if isinstance(event, Funded):  # a claim: our own watcher checks the chain
             self.store.add_step(esc.order_id, author, raw, encoded, "noted", now)

@@ -124,6 +124,8 @@ class Trade:
                                self.known_listings, self.outbound, emit=self.events.emit,
                                clock=clock)
         self._wake = asyncio.Event()  # an order changed: a listings hook may be due
+        # asked before we ship: each may name a reason not to (the escrow: funding not there)
+        self.ship_checks: list[Callable[[str], str | None]] = []
         self.listeners.append(self._on_event)
         node.messenger.listeners.append(self.inbound.on_messenger_event)
 
@@ -271,6 +273,10 @@ class Trade:
         return self._step(order_id, PaymentConfirmed(method=method, reference=reference))
 
     async def mark_shipped(self, order_id: str, carrier: str, tracking: str) -> OrderView:
+        for check in self.ship_checks:
+            reason = check(order_id)
+            if reason is not None:
+                raise IllegalEvent(f"do not ship yet: {reason}")
         return self._step(order_id, Shipped(carrier=carrier, tracking=tracking))
 
     async def confirm_received(self, order_id: str, note: str = "") -> OrderView:

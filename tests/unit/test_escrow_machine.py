@@ -24,6 +24,9 @@ from escrow.terms import (
     FinalizeAndBroadcast,
     Funded,
     FundEscrow,
+    Funding,
+    FundingDoubted,
+    FundingLost,
     KeysExchanged,
     LateFunding,
     LocalEscrowError,
@@ -274,6 +277,54 @@ def test_funding_seen_in_time_stops_expiry_and_depth_moves_to_funded() -> None:
     assert out[S] == [StateChanged(State.AGREED, State.FUNDED)]
 
 
+def test_funding_lost_before_shipping_goes_back_to_agreed_and_counts_again() -> None:
+    t = Trio()
+    t.agree()
+    t.fund()
+    assert t.states() == {State.FUNDED}
+    for r in Role:  # each node's own watcher sees the reorg
+        out = t.m[r].send(FundingLost(TXID, "only 0 confirmations now (a reorg)", T0 + 60))
+        assert out == [FundingDoubted(Funding(TXID, 0, AMOUNT), "only 0 confirmations now "
+                                      "(a reorg)"), StateChanged(State.FUNDED, State.AGREED)]
+    assert t.states() == {State.AGREED} and all(m.funding is None for m in t.m.values())
+    t.fund()  # the same transaction confirms again: counted anew (not a duplicate)
+    assert t.states() == {State.FUNDED}
+    with pytest.raises(LocalEscrowError):  # not the funding it counts
+        t.m[S].send(FundingLost("ef" * 32, "reorg", T0 + 90))
+
+
+def test_funding_lost_after_shipping_only_raises_the_alarm() -> None:
+    t = Trio()
+    t.funded_and_shipped()
+    out = t.m[S].send(FundingLost(TXID, "its transaction is gone", T0 + 60))
+    assert out == [FundingDoubted(Funding(TXID, 0, AMOUNT), "its transaction is gone")]
+    assert t.m[S].state is State.SHIPPED
+
+
+def test_peers_cannot_report_funding_lost() -> None:
+    t = Trio()
+    t.agree()
+    t.fund()
+    with pytest.raises(RemoteEscrowError, match="watches the funding itself"):
+        t.m[S].receive(FundingLost(TXID, "trust me", T0), B)
+    assert t.m[S].state is State.FUNDED
+
+
+def test_a_peers_broadcast_notice_never_replaces_our_settlement() -> None:
+    t = Trio()
+    t.funded_and_shipped()
+    t.act(B, ReleaseSigned(B, "b"))
+    t.act(S, ReleaseSigned(S, "s"))
+    assert t.states() == {State.RELEASED}
+    ours, forged = "ab" * 32, "cd" * 32
+    t.m[A].receive(Broadcast(forged), B)  # before we finalized: noted for now
+    t.m[A].send(Broadcast(ours))  # what we finalized replaces it
+    assert t.m[A].settlement_txid == ours
+    with pytest.raises(RemoteEscrowError, match="announced settlement"):
+        t.m[A].receive(Broadcast(forged), S)
+    assert t.m[A].settlement_txid == ours
+
+
 @pytest.mark.parametrize("funded", [False, True])
 def test_cancel_before_funding(funded: bool) -> None:
     t = Trio()
@@ -453,7 +504,7 @@ def test_events_round_trip_as_one_tagged_union() -> None:
         keys(S, make_terms()), DescriptorAcked(A, ESCROW_ADDR), Funded(TXID, 1, 5, 0),
         Shipped(), ReleaseSigned(B, "cHNidP8="), RefundSigned(S), DisputeOpened(B, "r"),
         Evidence(S, "t", (bytes(32),)), Ruling(1, 2, 3), RulingAccepted(B), TimeoutClaimed(),
-        Broadcast(TXID), Cancel(A), Tick(5),
+        Broadcast(TXID), Cancel(A), Tick(5), FundingLost(TXID, "reorg", 7),
     ]
     for ev in events:
         wire = msgspec.msgpack.encode(ev)
@@ -464,7 +515,7 @@ def test_events_round_trip_as_one_tagged_union() -> None:
 
 def test_every_transition_has_a_handler_and_authors() -> None:
     for (_state, event_type), target in TRANSITIONS.items():
-        assert event_type is Tick or event_type in AUTHORS
+        assert event_type is Tick or event_type in AUTHORS  # FundingLost: ours only (receive)
         assert hasattr(EscrowMachine, f"_on_{event_type.__name__}") or event_type is Tick
         if isinstance(target, Deadline):
             assert event_type is Tick
