@@ -1,6 +1,6 @@
-"""The devchain's own HTTP routes next to the Esplora API: faucet, mining, and what tests need to
-stage a hostile chain (reorg, forced double spend, eviction, fee estimates). Bodies are JSON with
-bounded sizes and counts; errors are problem+json.
+"""The devchain's HTTP app: the Esplora API (esplora.py) and its own routes: faucet, mining, and
+what tests need to stage a hostile chain (reorg, forced double spend, eviction, fee estimates).
+Bodies are JSON with bounded sizes and counts; errors are problem+json.
 
     POST /devchain/mine        {"blocks"?, "address"?, "min_feerate"?}
     POST /devchain/faucet      {"address", "sats", "confirm"?}
@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from aiohttp import web
 
+from escrow.devchain.esplora import BACKEND
+from escrow.devchain.esplora import routes as esplora_routes
 from escrow.devchain.rules import MAX_TX_WEIGHT, TxRejected
 
 if TYPE_CHECKING:
@@ -183,3 +185,12 @@ async def delete_fees(request: web.Request) -> web.Response:
 @routes.get("/devchain/info")
 async def get_info(request: web.Request) -> web.Response:
     return web.json_response(request.app[DEVCHAIN].info())
+
+
+def make_app(chain: Devchain) -> web.Application:
+    app = web.Application(middlewares=[devchain_errors], client_max_size=MAX_BODY)
+    app[BACKEND] = chain
+    app[DEVCHAIN] = chain
+    app.add_routes(esplora_routes)
+    app.add_routes(routes)
+    return app

@@ -32,10 +32,8 @@ from aiohttp import web
 
 from escrow.devchain.addresses import AddressError, address_to_script
 from escrow.devchain.chain import COINBASE_MATURITY, ChainState
-from escrow.devchain.control import DEVCHAIN, MAX_BODY, DevchainError, devchain_errors
-from escrow.devchain.control import routes as control_routes
-from escrow.devchain.esplora import BACKEND, DEFAULT_FEE_ESTIMATES, parse_submitted
-from escrow.devchain.esplora import routes as esplora_routes
+from escrow.devchain.control import DevchainError, make_app
+from escrow.devchain.esplora import DEFAULT_FEE_ESTIMATES, parse_submitted
 from escrow.devchain.faucet import FaucetError, FaucetKey, build_payment
 from escrow.devchain.mempool import (
     MempoolChange,
@@ -386,18 +384,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# -- HTTP ---------------------------------------------------------------------------------------
-
-
-def make_app(chain: Devchain) -> web.Application:
-    app = web.Application(middlewares=[devchain_errors], client_max_size=MAX_BODY)
-    app[BACKEND] = chain
-    app[DEVCHAIN] = chain
-    app.add_routes(esplora_routes)
-    app.add_routes(control_routes)
-    return app
 
 
 async def serve_devchain(
