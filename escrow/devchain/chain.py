@@ -45,7 +45,7 @@ class TxRecord:
     index: int = 0  # position in its block
     seq: int = 0  # arrival order, for mempool ordering
     entry_height: int = 0  # tip height when it entered the mempool (for expiry)
-    entry_time: float = 0.0  # clock when it entered the mempool (for expiry)
+    entry_time: float | None = None  # clock when it entered the mempool; None: never ages
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +189,7 @@ class ChainState:
     # -- writes -------------------------------------------------------------------------------
 
     def add_to_mempool(
-        self, tx: Tx, fee: int, now: float = 0.0, entry_height: int | None = None
+        self, tx: Tx, fee: int, now: float | None = None, entry_height: int | None = None
     ) -> None:
         """Index an already validated transaction as unconfirmed."""
         self._seq += 1

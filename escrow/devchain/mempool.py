@@ -126,7 +126,7 @@ def invalidate(
     )
 
 
-def _readmit(state: ChainState, txs: list[tuple[Tx, int, float]]) -> list[bytes]:
+def _readmit(state: ChainState, txs: list[tuple[Tx, int, float | None]]) -> list[bytes]:
     """Put these (transaction, entry height, entry time) back in order; returns the refused."""
     dropped = []
     for tx, entry_height, entry_time in txs:

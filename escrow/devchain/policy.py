@@ -168,7 +168,7 @@ def expired(state: ChainState, policy: RelayPolicy, now: float) -> list[bytes]:
         by_blocks = policy.expiry_blocks is not None and (
             state.height - record.entry_height >= policy.expiry_blocks
         )
-        by_age = policy.expiry_seconds is not None and (
+        by_age = policy.expiry_seconds is not None and record.entry_time is not None and (
             now - record.entry_time >= policy.expiry_seconds
         )
         if by_blocks or by_age:

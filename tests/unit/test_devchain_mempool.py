@@ -261,6 +261,8 @@ def test_expiry_by_blocks_and_by_age() -> None:
     w.submit(slow)
     assert expire(w.state, POLICY, T0 + 336 * 3600 - 1).removed == ()
     assert expire(w.state, POLICY, T0 + 336 * 3600).removed == (slow.txid,)
+    w.state.add_to_mempool(slow, 200)  # no clock given: it never ages
+    assert expire(w.state, POLICY, T0 + 10**9).removed == ()
     assert_consistent(w.state)
 
 
