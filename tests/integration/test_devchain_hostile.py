@@ -145,6 +145,19 @@ async def test_forced_replace_evict_and_expiry(chain: Devchain) -> None:
     assert await get(chain, f"/tx/{settlement.txid_hex}/status") == {"confirmed": False}
 
 
+async def test_cpfp_child_gets_its_parent_mined(chain: Devchain) -> None:
+    key, coin = await funded_key(chain)
+    parent = pay(key, coin, 100_000, [TxOut(99_880, key.script_pubkey)])  # about 1 sat/vB
+    assert await broadcast(chain, parent) == (200, parent.txid_hex)
+    await http(chain, "POST", "/devchain/mine", json={"min_feerate": 10})
+    assert await get(chain, "/mempool/txids") == [parent.txid_hex]
+    child = pay(key, OutPoint(parent.txid, 0), 99_880, [TxOut(95_000, BURN)])
+    assert await broadcast(chain, child) == (200, child.txid_hex)
+    await http(chain, "POST", "/devchain/mine", json={"min_feerate": 10})
+    for tx in (parent, child):
+        assert (await get(chain, f"/tx/{tx.txid_hex}/status"))["confirmed"]
+
+
 async def test_request_bodies_are_bounded(chain: Devchain) -> None:
     for path, body in (
         ("/devchain/invalidate", {"blocks": 0}),
