@@ -1,14 +1,16 @@
 """The devchain's in-memory chain state: blocks, transaction index, UTXO set, spends, mempool and
-per-script history. Sans-IO; mutated only by `connect_block` and `add_to_mempool`.
+per-script history. Sans-IO; mutated only by `connect_block`, `disconnect_tip`,
+`add_to_mempool` and `remove_from_mempool`.
 
-Every confirmed or mempool transaction stays indexed forever (a devchain is small), so spent
-outputs can still be shown as an input's prevout.
+Every transaction in the chain or the mempool is indexed, so spent outputs can still be shown as
+an input's prevout. A transaction that leaves both (evicted, replaced, or in a disconnected block
+and not taken back) is forgotten: Esplora then answers 404 for it, like electrs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from escrow.devchain.primitives import Block, OutPoint, Tx, TxOut, regtest_genesis, sha256
@@ -42,6 +44,8 @@ class TxRecord:
     height: int | None = None  # None while in the mempool
     index: int = 0  # position in its block
     seq: int = 0  # arrival order, for mempool ordering
+    entry_height: int = 0  # tip height when it entered the mempool (for expiry)
+    entry_time: float | None = None  # clock when it entered the mempool; None: never ages
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,12 +157,44 @@ class ChainState:
             None if tx.is_coinbase else self.output(txin.prevout) for txin in tx.inputs
         ]
 
+    def mempool_descendants(self, txids: Iterable[bytes]) -> list[bytes]:
+        """These mempool transactions and every mempool transaction spending their outputs,
+        directly or not, parents first (mempool order)."""
+        found: set[bytes] = set()
+        todo = [t for t in txids if t in self.mempool]
+        while todo:
+            txid = todo.pop()
+            if txid in found:
+                continue
+            found.add(txid)
+            for vout in range(len(self.mempool[txid].tx.outputs)):
+                spend = self.spent_by.get(OutPoint(txid, vout))
+                if spend is not None and spend.txid in self.mempool:
+                    todo.append(spend.txid)
+        return [t for t in self.mempool if t in found]
+
+    def mempool_ancestors(self, txid: bytes) -> list[bytes]:
+        """The unconfirmed transactions `txid` spends from, directly or not, and itself;
+        parents first (mempool order)."""
+        found: set[bytes] = set()
+        todo = [txid]
+        while todo:
+            current = todo.pop()
+            if current in found or current not in self.mempool:
+                continue
+            found.add(current)
+            todo.extend(txin.prevout.txid for txin in self.mempool[current].tx.inputs)
+        return [t for t in self.mempool if t in found]
+
     # -- writes -------------------------------------------------------------------------------
 
-    def add_to_mempool(self, tx: Tx, fee: int) -> None:
+    def add_to_mempool(
+        self, tx: Tx, fee: int, now: float | None = None, entry_height: int | None = None
+    ) -> None:
         """Index an already validated transaction as unconfirmed."""
         self._seq += 1
-        record = TxRecord(tx, fee, None, 0, self._seq)
+        height = self.height if entry_height is None else entry_height
+        record = TxRecord(tx, fee, None, 0, self._seq, height, now)
         self.txs[tx.txid] = record
         self.mempool[tx.txid] = record
         for vin, txin in enumerate(tx.inputs):
@@ -191,6 +227,57 @@ class ChainState:
         self.blocks.append(entry)
         self.by_hash[block.hash] = height
         return entry
+
+    def remove_from_mempool(self, txids: Iterable[bytes]) -> list[bytes]:
+        """Drop these mempool transactions and their descendants (children first, so each
+        one's parents are still indexed when it is forgotten); returns them parents first."""
+        gone = self.mempool_descendants(txids)
+        for txid in reversed(gone):
+            self._forget(txid)
+        return gone
+
+    def disconnect_tip(self) -> Block:
+        """Undo the tip block: its outputs leave the UTXO set, the coins it spent come back, and
+        all its transactions are forgotten (the caller decides which return to the mempool).
+
+        The mempool must be empty: its transactions may spend this block's outputs.
+        """
+        if self.height == 0:
+            raise ValueError("the genesis block cannot be disconnected")
+        if self.mempool:
+            raise ValueError("empty the mempool before disconnecting a block")
+        entry = self.blocks.pop()
+        del self.by_hash[entry.hash]
+        for tx in reversed(entry.block.txs):  # spenders before the outputs they spend
+            for vout in range(len(tx.outputs)):
+                self.utxo.pop(OutPoint(tx.txid, vout), None)
+            if not tx.is_coinbase:
+                for txin in tx.inputs:
+                    parent = self.txs[txin.prevout.txid]
+                    out = parent.tx.outputs[txin.prevout.vout]
+                    self.utxo[txin.prevout] = Coin(out, parent.height, parent.tx.is_coinbase)
+            self._forget(tx.txid)
+        return entry.block
+
+    def _forget(self, txid: bytes) -> None:
+        record = self.txs[txid]
+        tx = record.tx
+        scripts = {out.script_pubkey for out in tx.outputs}
+        if not tx.is_coinbase:
+            scripts.update(out.script_pubkey for out in self.prevouts(tx) if out is not None)
+            for txin in tx.inputs:
+                spend = self.spent_by.get(txin.prevout)
+                if spend is not None and spend.txid == txid:
+                    del self.spent_by[txin.prevout]
+        for spk in scripts:
+            key = sha256(spk)
+            remaining = [t for t in self.history.get(key, ()) if t != txid]
+            if remaining:
+                self.history[key] = remaining
+            else:
+                self.history.pop(key, None)
+        del self.txs[txid]
+        self.mempool.pop(txid, None)
 
     def _spend_inputs(self, tx: Tx) -> int:
         total = 0

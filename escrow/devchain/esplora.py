@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 PAGE_BLOCKS = 10
 PAGE_TXS = 25
 FEE_TARGETS = [*range(1, 26), 144, 504, 1008]
+# blocks are mined on demand, so every target is met by the minimum relay rate or close
+DEFAULT_FEE_ESTIMATES = {t: 2.0 if t <= 2 else 1.0 for t in FEE_TARGETS}
 
 
 class Backend(Protocol):
@@ -45,6 +47,8 @@ class Backend(Protocol):
     network: str
 
     async def submit(self, raw: bytes) -> str: ...
+
+    def fee_estimates(self) -> dict[int, float]: ...
 
 
 BACKEND = web.AppKey("devchain_backend", Backend)
@@ -262,8 +266,8 @@ async def post_tx(request: web.Request) -> web.Response:
 
 @routes.get("/fee-estimates")
 async def fee_estimates(request: web.Request) -> web.Response:
-    # blocks are mined on demand, so every target is met by the minimum relay rate or close
-    return web.json_response({str(t): 2.0 if t <= 2 else 1.0 for t in FEE_TARGETS})
+    estimates = _backend(request).fee_estimates()
+    return web.json_response({str(t): rate for t, rate in estimates.items()})
 
 
 @routes.get("/mempool")

@@ -1,6 +1,10 @@
 """Block assembly for the devchain: pick mempool transactions, build the coinbase (BIP34 height,
 subsidy + fees, BIP141 witness commitment), grind the nonce against regtest's trivial target,
 and have Bitcoin Core's context-free block check (pbk) confirm the block is well formed.
+
+Transactions are picked like Core's BlockAssembler: by ancestor package feerate, so a child
+paying for its parent (CPFP) lifts the parent. By default every package is taken (the mempool
+is small); a `min_feerate` leaves packages paying less for a later block.
 """
 
 from __future__ import annotations
@@ -55,20 +59,37 @@ class BlockInvalid(RuntimeError):
     """A block this module built fails Bitcoin Core's context-free check: a devchain bug."""
 
 
-def select_transactions(state: ChainState) -> list[Tx]:
-    """Mempool transactions in arrival order (parents first) that fit in one block."""
+def select_transactions(state: ChainState, min_feerate: float = 0.0) -> list[Tx]:
+    """Mempool transactions for one block, parents first: repeatedly the package (a
+    transaction and its unpicked mempool ancestors) with the highest feerate, while that
+    feerate is at least `min_feerate` sat/vB and the block has room. Ties keep arrival order."""
+    ancestors = {txid: state.mempool_ancestors(txid) for txid in state.mempool}
+    picked: set[bytes] = set()
+    skipped: set[bytes] = set()
     chosen: list[Tx] = []
-    included: set[bytes] = set()
     weight = COINBASE_RESERVE
-    for txid, record in state.mempool.items():
-        parents = {txin.prevout.txid for txin in record.tx.inputs}
-        if any(p in state.mempool and p not in included for p in parents):
+    while True:
+        best: tuple[int, int, int, list[bytes]] | None = None  # fee, vsize, weight, package
+        for txid, package_all in ancestors.items():
+            if txid in picked or txid in skipped:
+                continue
+            package = [t for t in package_all if t not in picked]
+            if any(t in skipped for t in package):
+                continue
+            fee = sum(state.mempool[t].fee for t in package)
+            vsize = sum(state.mempool[t].tx.vsize for t in package)
+            if best is None or fee * best[1] > best[0] * vsize:
+                pkg_weight = sum(state.mempool[t].tx.weight for t in package)
+                best = (fee, vsize, pkg_weight, package)
+        if best is None or best[0] < min_feerate * best[1]:
+            break
+        fee, vsize, pkg_weight, package = best
+        if weight + pkg_weight > MAX_BLOCK_WEIGHT:
+            skipped.add(package[-1])  # the package's own tx: its ancestors may still fit
             continue
-        if weight + record.tx.weight > MAX_BLOCK_WEIGHT:
-            continue
-        chosen.append(record.tx)
-        included.add(txid)
-        weight += record.tx.weight
+        chosen.extend(state.mempool[t].tx for t in package)
+        picked.update(package)
+        weight += pkg_weight
     return chosen
 
 
@@ -97,13 +118,16 @@ def grind(header: BlockHeader) -> BlockHeader:
     raise BlockInvalid("no nonce meets the target")  # pragma: no cover - needs a real target
 
 
-def build_block(state: ChainState, script_pubkey: bytes, now: int) -> Block:
-    """The next block on the tip paying subsidy + fees to `script_pubkey`.
+def build_block(
+    state: ChainState, script_pubkey: bytes, now: int, min_feerate: float = 0.0
+) -> Block:
+    """The next block on the tip paying subsidy + fees to `script_pubkey`, with the mempool's
+    packages paying at least `min_feerate` sat/vB.
 
     Reads `state` only (safe in a worker thread while nothing mutates it).
     """
     height = state.height + 1
-    txs = select_transactions(state)
+    txs = select_transactions(state, min_feerate)
     fees = sum(state.txs[tx.txid].fee for tx in txs)
     coinbase = make_coinbase(height, block_subsidy(height) + fees, script_pubkey, txs)
     all_txs = [coinbase, *txs]

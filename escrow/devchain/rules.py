@@ -2,13 +2,16 @@
 chain rules against the tip (unspent inputs, coinbase maturity, nLockTime, BIP68 relative locks,
 value) and every input's scripts checked by Bitcoin Core's consensus library (pbk, flags ALL).
 
-Policy (standardness, minimum relay fee, RBF) is deliberately absent: a zero-fee transaction is
-accepted. A conflicting spend is refused, never replaced.
+Relay policy (minimum relay fee, dust, replacement) lives in policy.py and applies only when the
+devchain runs with one: here a zero-fee transaction is valid, and `check_transaction` refuses a
+spend that conflicts with the mempool. `check_spend` reports such conflicts instead, for a
+replacement to weigh. Reasons start with Bitcoin Core's reject reason where Core has one.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pbk
 
@@ -30,21 +33,48 @@ class TxRejected(Exception):
     """The transaction breaks a rule; the message is the reason given to the submitter."""
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A transaction valid on top of the tip, once its mempool conflicts are gone."""
+
+    fee: int
+    conflicts: frozenset[bytes]  # mempool txids spending one of its inputs
+
+
 def check_transaction(state: ChainState, tx: Tx) -> int:
     """Validate `tx` for the mempool on top of the current tip; returns its fee in sats.
+    A spend that conflicts with a mempool transaction is refused.
 
     Reads `state` only, so it may run in a worker thread while nothing mutates the state.
     """
+    checked = check_spend(state, tx)
+    if checked.conflicts:
+        point, spender = next(
+            (txin.prevout, spend.txid) for txin in tx.inputs
+            if (spend := state.spent_by.get(txin.prevout)) is not None
+        )
+        raise TxRejected(
+            f"txn-mempool-conflict: double spend of {point} (already spent by "
+            f"{hash_hex(spender)} in the mempool)"
+        )
+    return checked.fee
+
+
+def check_spend(state: ChainState, tx: Tx) -> Checked:
+    """Consensus checks of `tx` on top of the tip, where an input a mempool transaction
+    already spends is a conflict to report, not an error. Reads `state` only."""
     _check_context_free(tx)
-    spent = _check_inputs(state, tx)
+    spent, conflicts = _check_inputs(state, tx)
     value_in = sum(out.value for out in spent)
     value_out = sum(out.value for out in tx.outputs)
     if value_in < value_out:
-        raise TxRejected(f"outputs ({value_out} sat) exceed inputs ({value_in} sat)")
+        raise TxRejected(
+            f"bad-txns-in-belowout: outputs ({value_out} sat) exceed inputs ({value_in} sat)"
+        )
     _check_locktime(state, tx)
     _check_sequence_locks(state, tx)
     _check_scripts(tx, spent)
-    return value_in - value_out
+    return Checked(value_in - value_out, frozenset(conflicts))
 
 
 def _check_context_free(tx: Tx) -> None:
@@ -68,23 +98,30 @@ def _check_context_free(tx: Tx) -> None:
         raise TxRejected("transaction spends the same output twice")
 
 
-def _check_inputs(state: ChainState, tx: Tx) -> list[TxOut]:
+def _check_inputs(state: ChainState, tx: Tx) -> tuple[list[TxOut], set[bytes]]:
     spent: list[TxOut] = []
+    conflicts: set[bytes] = set()
     next_height = state.height + 1
     for n, txin in enumerate(tx.inputs):
         point = txin.prevout
         spender = state.spent_by.get(point)
         if spender is not None:
-            where = "mempool" if spender.txid in state.mempool else "chain"
-            raise TxRejected(
-                f"double spend of {point} (already spent by {hash_hex(spender.txid)} "
-                f"in the {where})"
-            )
+            if spender.txid in state.mempool:
+                conflicts.add(spender.txid)
+            else:
+                raise TxRejected(
+                    f"bad-txns-inputs-missingorspent: double spend of {point} (already spent "
+                    f"by {hash_hex(spender.txid)} in the chain)"
+                )
         coin = state.coin(point)
         if coin is None:
             if state.output(point) is not None:
-                raise TxRejected(f"input {n}: output {point} is not spendable")
-            raise TxRejected(f"input {n}: missing or unknown output {point}")
+                raise TxRejected(
+                    f"bad-txns-inputs-missingorspent: input {n}: output {point} is not spendable"
+                )
+            raise TxRejected(
+                f"bad-txns-inputs-missingorspent: input {n}: missing or unknown output {point}"
+            )
         if coin.coinbase and coin.height is not None:
             depth = next_height - coin.height
             if depth < COINBASE_MATURITY:
@@ -95,7 +132,7 @@ def _check_inputs(state: ChainState, tx: Tx) -> list[TxOut]:
                     f"{coin.height + COINBASE_MATURITY})"
                 )
         spent.append(coin.out)
-    return spent
+    return spent, conflicts
 
 
 def _check_locktime(state: ChainState, tx: Tx) -> None:

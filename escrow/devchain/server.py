@@ -9,8 +9,10 @@ carry BIP34 heights and witness commitments, and pass Core's context-free block 
         client = bdkpython.EsploraClient(chain.url)
         txid = await chain.faucet(address, 100_000)           # confirm=True mines a block
 
-HTTP extras next to the Esplora API: POST /devchain/mine {"blocks", "address"?},
-POST /devchain/faucet {"address", "sats", "confirm"?}, GET /devchain/info.
+By default it relays like a permissive node (no fee minimum, no dust rule, a conflicting spend is
+refused); `policy=RelayPolicy()` applies Bitcoin Core's relay policy (policy.py) and lets a
+better-paying spend replace an unconfirmed one. The test-only operations (reorg, forced double
+spend, eviction, fee estimates) and their HTTP routes (control.py) work in both modes.
 The faucet key is stored unencrypted in the devchain's database: regtest coins only.
 """
 
@@ -22,47 +24,53 @@ import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from http import HTTPStatus
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-import msgspec
 from aiohttp import web
 
 from escrow.devchain.addresses import AddressError, address_to_script
 from escrow.devchain.chain import COINBASE_MATURITY, ChainState
-from escrow.devchain.esplora import BACKEND, parse_submitted
-from escrow.devchain.esplora import routes as esplora_routes
+from escrow.devchain.control import DevchainError, make_app
+from escrow.devchain.esplora import DEFAULT_FEE_ESTIMATES, parse_submitted
 from escrow.devchain.faucet import FaucetError, FaucetKey, build_payment
+from escrow.devchain.mempool import (
+    MempoolChange,
+    MempoolError,
+    admit,
+    evict,
+    expire,
+    invalidate,
+    judge,
+    judge_forced,
+)
 from escrow.devchain.mining import build_block
-from escrow.devchain.primitives import Block, Tx, hash_hex, regtest_genesis
+from escrow.devchain.policy import RelayPolicy
+from escrow.devchain.primitives import Block, Tx, hash_from_hex, hash_hex, regtest_genesis
 from escrow.devchain.rules import TxRejected, check_transaction
 from escrow.devchain.store import DevchainStore
 from p2pmarket.storage import Database
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Devchain", "DevchainError", "TxRejected", "serve_devchain"]
+__all__ = ["Devchain", "DevchainError", "RelayPolicy", "Reorg", "TxRejected", "serve_devchain"]
 
 BOOTSTRAP_BLOCKS = COINBASE_MATURITY + 1  # the first faucet coinbase is spendable at once
-MAX_MINE = 1000
 DB_FILE = "devchain.db"
 _T = TypeVar("_T")
 
 
-class DevchainError(Exception):
-    """A devchain request that cannot be served (bad address, empty faucet, ...)."""
+@dataclass(frozen=True, slots=True)
+class Reorg:
+    """What `Devchain.invalidate` did (hex hashes and txids)."""
 
-
-class MineRequest(msgspec.Struct, forbid_unknown_fields=True):
-    blocks: Annotated[int, msgspec.Meta(ge=1, le=MAX_MINE)] = 1
-    address: str | None = None
-
-
-class FaucetRequest(msgspec.Struct, forbid_unknown_fields=True):
-    address: str
-    sats: Annotated[int, msgspec.Meta(ge=1, le=21_000_000 * 100_000_000)]
-    confirm: bool = False
+    disconnected: list[str]  # block hashes, tip first
+    returned: list[str]  # their transactions back in the mempool
+    dropped: list[str]  # transactions in neither the chain nor the mempool any more
+    replaced_by: list[str]  # the forced replacements now in the mempool (or mined)
+    mined: list[str]  # new block hashes
+    height: int
 
 
 class Devchain:
@@ -72,20 +80,30 @@ class Devchain:
 
     network = "regtest"
 
-    def __init__(self, store: DevchainStore, state: ChainState, faucet_key: FaucetKey) -> None:
+    def __init__(
+        self,
+        store: DevchainStore,
+        state: ChainState,
+        faucet_key: FaucetKey,
+        policy: RelayPolicy | None = None,
+    ) -> None:
         self.store = store
         self.state = state
         self.faucet_key = faucet_key
+        self.policy = policy
         self.url = ""
         self.block_interval: float | None = None
+        self._fee_estimates: dict[int, float] | None = None  # None: the defaults
         self._lock = asyncio.Lock()
 
     # -- lifetime -----------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, db: Path | str | Database) -> Devchain:
+    async def open(
+        cls, db: Path | str | Database, policy: RelayPolicy | None = None
+    ) -> Devchain:
         """Load (or create) the chain in `db`; a new chain mines its faucet's first coins."""
-        chain = cls(*await asyncio.to_thread(_load, db))
+        chain = cls(*await asyncio.to_thread(_load, db), policy=policy)
         if chain.state.height == 0:
             await chain.mine(BOOTSTRAP_BLOCKS)
         return chain
@@ -102,11 +120,13 @@ class Devchain:
         host: str = "127.0.0.1",
         port: int = 0,
         block_interval: float | None = None,
+        policy: RelayPolicy | None = None,
     ) -> AsyncIterator[Devchain]:
-        """Open the chain and serve its HTTP API on a loopback address until the block ends."""
+        """Open the chain and serve its HTTP API on a loopback address until the block ends;
+        `policy` switches Bitcoin Core's relay policy on (default: permissive)."""
         if not _is_loopback(host):
             raise DevchainError(f"the devchain binds loopback addresses only, not {host!r}")
-        chain = await cls.open(db)
+        chain = await cls.open(db, policy)
         runner = web.AppRunner(make_app(chain), access_log=None)
         timer: asyncio.Task[None] | None = None
         try:
@@ -146,38 +166,112 @@ class Devchain:
             await _atomic(self._accept(tx))
         return tx.txid_hex
 
-    async def _accept(self, tx: Tx) -> None:
+    async def _accept(self, tx: Tx, forced: bool = False) -> list[str]:
+        """Judge in a worker thread, store, then apply on the loop; returns evicted txids."""
         if tx.txid in self.state.txs:
-            return  # already known: broadcasting twice is not an error
-        fee = await asyncio.to_thread(check_transaction, self.state, tx)
-        await asyncio.to_thread(self.store.add_mempool, tx)
-        self.state.add_to_mempool(tx, fee)
-        log.debug("devchain: accepted %s (fee %d sat)", tx.txid_hex, fee)
+            return []  # already known: broadcasting twice is not an error
+        if forced:
+            admission = await asyncio.to_thread(judge_forced, self.state, tx)
+        else:
+            admission = await asyncio.to_thread(judge, self.state, tx, self.policy)
+        await asyncio.to_thread(self.store.change_mempool, [tx], list(admission.evicts))
+        change = admit(self.state, tx, admission, time.time())
+        log.debug("devchain: accepted %s (fee %d sat, evicted %d)", tx.txid_hex,
+                  admission.fee, len(change.removed))
+        return [hash_hex(t) for t in change.removed]
 
-    async def mine(self, n: int = 1, address: str | None = None) -> list[str]:
-        """Mine `n` blocks with the mempool's transactions; coinbase to `address` or the faucet.
+    async def replace(self, raw: bytes) -> tuple[str, list[str]]:
+        """Force a transaction in, evicting the mempool transactions it double-spends and their
+        descendants: a miner's choice, so no relay policy, but still the consensus check.
+        Returns its txid and the evicted txids. A confirmed conflict needs `invalidate`."""
+        tx = parse_submitted(raw)
+        async with self._lock:
+            return tx.txid_hex, await _atomic(self._accept(tx, forced=True))
 
-        Returns the new block hashes.
+    async def evict(self, txid: str) -> list[str]:
+        """Drop a mempool transaction and its descendants, as a full or expiring mempool would
+        (the node must rebroadcast). Returns the evicted txids, parents first."""
+        key = _txid(txid)
+        async with self._lock:
+            gone = self.state.mempool_descendants([key])
+            if not gone:
+                raise DevchainError(f"transaction {txid} is not in the mempool")
+            await _atomic(asyncio.to_thread(self.store.drop_mempool, gone))
+            change = evict(self.state, key)
+        return [hash_hex(t) for t in change.removed]
+
+    async def invalidate(
+        self,
+        blocks: int = 1,
+        block_hash: str | None = None,
+        replace: list[bytes] | None = None,
+        mine: int = 0,
+    ) -> Reorg:
+        """Reorg: disconnect the top `blocks` blocks (or `block_hash` and all above it), put
+        their transactions back in the mempool unless now invalid, force `replace` in (a
+        double spend of a returned transaction drops it instead), then mine `mine` blocks.
+
+        The chain change runs on the event loop, so no reader sees a half-reorged chain; it
+        re-checks every mempool transaction, which a devchain's mempool makes cheap.
         """
+        txs = [parse_submitted(raw) for raw in replace or []]
+        async with self._lock:
+            depth = blocks if block_hash is None else self._depth_of(block_hash)
+            try:
+                change = invalidate(self.state, depth, txs, time.time())
+            except MempoolError as exc:
+                raise DevchainError(str(exc)) from None
+            mempool = [record.tx for record in self.state.mempool.values()]
+            await _atomic(asyncio.to_thread(self.store.rewind, self.state.height, mempool))
+            mined = [await _atomic(self._mine_one(self.faucet_key.script_pubkey))
+                     for _ in range(mine)]
+        log.info("devchain: invalidated %d block(s), %d returned, %d dropped, height %d",
+                 depth, len(change.returned), len(change.removed), self.state.height)
+        return _reorg(change, txs, mined, self.state.height)
+
+    def _depth_of(self, block_hash: str) -> int:
+        entry = self.state.entry(_txid(block_hash))
+        if entry is None:
+            raise DevchainError(f"block {block_hash} is not in the best chain")
+        return self.state.height - entry.height + 1
+
+    async def mine(
+        self, n: int = 1, address: str | None = None, min_feerate: float = 0.0
+    ) -> list[str]:
+        """Mine `n` blocks with the mempool's packages paying at least `min_feerate` sat/vB
+        (default: all); coinbase to `address` or the faucet. Returns the new block hashes."""
         if not 1 <= n <= 100_000:
             raise DevchainError(f"cannot mine {n} blocks")
         spk = self._script(address) if address else self.faucet_key.script_pubkey
         hashes = []
         async with self._lock:
             for _ in range(n):
-                hashes.append(await _atomic(self._mine_one(spk)))
+                hashes.append(await _atomic(self._mine_one(spk, min_feerate)))
         log.debug("devchain: mined %d block(s), height %d", n, self.state.height)
         return hashes
 
-    async def _mine_one(self, spk: bytes) -> str:
-        block = await asyncio.to_thread(self._build_and_store, spk)
+    async def _mine_one(self, spk: bytes, min_feerate: float = 0.0) -> str:
+        block = await asyncio.to_thread(self._build_and_store, spk, min_feerate)
         self.state.connect_block(block)
+        # the policy's expiry runs on every block; the store follows (a crash in between only
+        # leaves the expired transactions to be re-admitted at the next start)
+        expired = expire(self.state, self.policy, time.time())
+        if expired.removed:
+            await asyncio.to_thread(self.store.drop_mempool, list(expired.removed))
         return hash_hex(block.hash)
 
-    def _build_and_store(self, spk: bytes) -> Block:
-        block = build_block(self.state, spk, int(time.time()))
+    def _build_and_store(self, spk: bytes, min_feerate: float) -> Block:
+        block = build_block(self.state, spk, int(time.time()), min_feerate)
         self.store.add_block(self.state.height + 1, block)
         return block
+
+    def set_fee_estimates(self, estimates: dict[int, float] | None) -> None:
+        """What `GET /fee-estimates` answers from now on (sat/vB by target); None: defaults."""
+        self._fee_estimates = None if estimates is None else dict(sorted(estimates.items()))
+
+    def fee_estimates(self) -> dict[int, float]:
+        table = self._fee_estimates
+        return dict(DEFAULT_FEE_ESTIMATES if table is None else table)
 
     async def faucet(self, address: str, sats: int, confirm: bool = True) -> str:
         """Send `sats` from the faucet to `address`; with `confirm`, mine a block at once."""
@@ -209,6 +303,8 @@ class Devchain:
             "faucet_address": key.address(self.network),
             "faucet_balance": self.state.balance(key.script_pubkey),
             "block_interval": self.block_interval,
+            "policy": None if self.policy is None else asdict(self.policy),
+            "fee_estimates": {str(k): v for k, v in self.fee_estimates().items()},
         }
 
     def _script(self, address: str) -> bytes:
@@ -216,6 +312,24 @@ class Devchain:
             return address_to_script(address, self.network)
         except AddressError as exc:
             raise DevchainError(f"invalid {self.network} address {address!r}: {exc}") from None
+
+
+def _txid(text: str) -> bytes:
+    try:
+        return hash_from_hex(text)
+    except ValueError:
+        raise DevchainError(f"not a 32-byte hex hash: {text!r}") from None
+
+
+def _reorg(change: MempoolChange, txs: list[Tx], mined: list[str], height: int) -> Reorg:
+    return Reorg(
+        disconnected=[hash_hex(b.hash) for b in change.disconnected],
+        returned=[hash_hex(t) for t in change.returned],
+        dropped=[hash_hex(t) for t in change.removed],
+        replaced_by=[tx.txid_hex for tx in txs],
+        mined=mined,
+        height=height,
+    )
 
 
 async def _atomic(step: Awaitable[_T]) -> _T:
@@ -250,10 +364,11 @@ def _load(db: Path | str | Database) -> tuple[DevchainStore, ChainState, FaucetK
     else:
         key = FaucetKey(secret)
     dropped = []
+    now = time.time()  # the mempool's entry times restart with the devchain
     for raw in store.load_mempool():
         tx = Tx.parse(raw)
         try:
-            state.add_to_mempool(tx, check_transaction(state, tx))
+            state.add_to_mempool(tx, check_transaction(state, tx), now)
         except TxRejected as exc:
             log.warning("devchain: dropping stored mempool tx %s: %s", tx.txid_hex, exc)
             dropped.append(tx.txid)
@@ -271,86 +386,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-# -- HTTP ---------------------------------------------------------------------------------------
-
-DEVCHAIN = web.AppKey("devchain", Devchain)
-devchain_routes = web.RouteTableDef()
-
-
-def _problem(status: int, detail: str) -> web.Response:
-    return web.json_response(
-        {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-         "detail": detail},
-        status=status, content_type="application/problem+json",
-    )
-
-
-async def _decode(request: web.Request, kind: type[_T]) -> _T:
-    try:
-        return msgspec.json.decode(await request.read(), type=kind)
-    except msgspec.ValidationError as exc:
-        raise DevchainError(f"invalid request body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise DevchainError(f"request body is not JSON: {exc}") from None
-
-
-@web.middleware
-async def _devchain_errors(
-    request: web.Request, handler: Callable[[web.Request], Any]
-) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except DevchainError as exc:
-        return _problem(400, str(exc))
-    except TxRejected as exc:
-        return _problem(400, f"transaction rejected: {exc}")
-    return response
-
-
-@devchain_routes.post("/devchain/mine")
-async def post_mine(request: web.Request) -> web.Response:
-    body = await _decode(request, MineRequest)
-    chain = request.app[DEVCHAIN]
-    hashes = await chain.mine(body.blocks, body.address)
-    return web.json_response({"blocks": hashes, "height": chain.state.height})
-
-
-@devchain_routes.post("/devchain/faucet")
-async def post_faucet(request: web.Request) -> web.Response:
-    body = await _decode(request, FaucetRequest)
-    chain = request.app[DEVCHAIN]
-    txid = await chain.faucet(body.address, body.sats, confirm=body.confirm)
-    reply: dict[str, Any] = {"txid": txid}
-    if body.confirm:
-        record = chain.state.txs[bytes.fromhex(txid)[::-1]]
-        reply["block_height"] = record.height
-    return web.json_response(reply)
-
-
-@devchain_routes.get("/devchain/info")
-async def get_info(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DEVCHAIN].info())
-
-
-def make_app(chain: Devchain) -> web.Application:
-    app = web.Application(middlewares=[_devchain_errors])
-    app[BACKEND] = chain
-    app[DEVCHAIN] = chain
-    app.add_routes(esplora_routes)
-    app.add_routes(devchain_routes)
-    return app
-
-
 async def serve_devchain(
     datadir: Path,
     host: str = "127.0.0.1",
     port: int = 3002,
     block_interval: float | None = None,
     on_ready: Callable[[Devchain], None] | None = None,
+    policy: RelayPolicy | None = None,
 ) -> None:
     """Run the devchain from `<datadir>/devchain.db` until cancelled (the CLI's entry point)."""
     await asyncio.to_thread(datadir.mkdir, parents=True, exist_ok=True)
-    async with Devchain.running(datadir / DB_FILE, host, port, block_interval) as chain:
+    async with Devchain.running(
+        datadir / DB_FILE, host, port, block_interval, policy
+    ) as chain:
         log.info(
             "devchain ready: %s (height %d, faucet %s)",
             chain.url, chain.state.height, chain.faucet_key.address(chain.network),

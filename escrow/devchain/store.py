@@ -82,6 +82,21 @@ class DevchainStore:
     def drop_mempool(self, txids: list[bytes]) -> None:
         self.db.executemany("DELETE FROM devchain_mempool WHERE txid = ?", [(t,) for t in txids])
 
+    def change_mempool(self, added: list[Tx], removed: list[bytes]) -> None:
+        """Removals, then additions, in one transaction."""
+        with self.db.transaction():
+            self.drop_mempool(removed)
+            for tx in added:
+                self.add_mempool(tx)
+
+    def rewind(self, height: int, mempool: list[Tx]) -> None:
+        """After a reorg: blocks above `height` go and the mempool is `mempool`, in order."""
+        with self.db.transaction():
+            self.db.execute("DELETE FROM devchain_blocks WHERE height > ?", (height,))
+            self.db.execute("DELETE FROM devchain_mempool")
+            for tx in mempool:
+                self.add_mempool(tx)
+
     def get_meta(self, key: str) -> bytes | None:
         row = self.db.query_one("SELECT value FROM devchain_meta WHERE key = ?", (key,))
         return None if row is None else bytes(row["value"])

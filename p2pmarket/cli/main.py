@@ -162,8 +162,11 @@ def cmd_devchain(args: argparse.Namespace, _stderr: logging.Handler) -> int:
         print(f"p2pmarket: devchain ready (data in {datadir}); faucet: POST {url}/devchain/faucet "
               '{"address", "sats"}; mine: POST ' + f"{url}/devchain/mine", file=sys.stderr)
 
+    policy = None
+    if args.policy:  # Bitcoin Core's relay defaults: 1 sat/vB, dust, RBF, 14-day expiry
+        policy = importlib.import_module("escrow.devchain.policy").RelayPolicy()
     asyncio.run(module.serve_devchain(datadir, "127.0.0.1", args.port, args.block_interval,
-                                      on_ready=ready))
+                                      on_ready=ready, policy=policy))
     return EXIT_OK
 
 
@@ -297,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="HTTP port on 127.0.0.1 (default 3002; 0 picks a free one)")
     devchain.add_argument("--block-interval", metavar="S", type=float,
                           help="also mine a block every S seconds (default: only on demand)")
+    devchain.add_argument("--policy", action="store_true",
+                          help="relay like Bitcoin Core: min relay fee, dust, replace-by-fee, "
+                               "mempool expiry (default: accept any valid transaction)")
     devchain.set_defaults(func=cmd_devchain)
     boot = verbs.add_parser("bootstrap", help="run a bootstrap node (DHT entry point, "
                                               "/healthz and /metrics on loopback)")
