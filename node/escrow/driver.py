@@ -46,7 +46,15 @@ from escrow.terms import (
 )
 from escrow.wallet import NodeWallet
 from node.escrow.adverts import find_advert
-from node.escrow.book import Escrow, EscrowBook, EscrowUpdate, EscrowView, Flag, view
+from node.escrow.book import (
+    Escrow,
+    EscrowBook,
+    EscrowNotice,
+    EscrowUpdate,
+    EscrowView,
+    Flag,
+    view,
+)
 from node.escrow.intake import PARK_FOR, EscrowIntake
 from node.escrow.reconcile import SIGNED_EVENT, Reconciler
 from node.escrow.steps import EscrowSteps
@@ -163,6 +171,7 @@ class EscrowDriver:
         node.messenger.listeners.append(self.intake.on_message)
         node.trade.listeners.append(self._on_trade_event)
         node.trade.ship_checks.append(self._ship_check)
+        self.book.listeners.append(self._on_escrow_event)
 
     @property
     def escrows(self) -> dict[str, Escrow]:
@@ -205,6 +214,12 @@ class EscrowDriver:
             tg.create_task(self._work_loop())
             tg.create_task(self._watch_loop())
             tg.create_task(self._tick_loop())
+
+    def _on_escrow_event(self, event: object) -> None:
+        # a settlement on its way may pay our wallet: look for it soon, not at the next
+        # scheduled sync
+        if isinstance(event, EscrowNotice) and event.kind in ("broadcast", "settled"):
+            self.funds.expect_payment()
 
     def _ship_check(self, order_id: str) -> str | None:
         """A seller does not ship an escrowed order whose funding is not counted (any more):
@@ -412,7 +427,9 @@ class EscrowDriver:
         return await self.wallet.balance()
 
     async def receive_address(self) -> str:
-        return await self.wallet.receive_address()
+        address = await self.wallet.receive_address()
+        self.funds.expect_payment()
+        return address
 
     def _escrow_addresses(self) -> list[tuple[str, str]]:
         return [(e.order_id, e.machine.address) for e in self.book.escrows.values()

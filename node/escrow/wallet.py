@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 REFRESH_EVERY = 10.0  # seconds: the least time between two syncs a client asks for
 SYNC_EVERY = 60.0  # seconds between background syncs (EscrowConfig.wallet_sync overrides)
+EXPECT_FOR, EXPECT_EVERY = 600.0, 5.0  # after handing out an address: sync this often
 FEE_CAP_FACTOR = 5  # a fee rate above 5x the chain's fastest estimate is refused ...
 FEE_CAP_FLOOR = 20  # ... unless it is at most 20 sat/vB (estimates can be very low)
 
@@ -113,6 +114,7 @@ class WalletService:
         self.fee_rate, self.sync_every, self.refresh_every = fee_rate, sync_every, refresh_every
         self.sync_error: str | None = None
         self._synced_mono = -math.inf  # monotonic time of the last sync attempt
+        self._expecting_until = -math.inf  # an address was handed out: money may come soon
         self._sync_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
         db.migrate("wallet", MIGRATIONS)
@@ -130,9 +132,16 @@ class WalletService:
             await self.sync_if_older(self.refresh_every)
         return await self.wallet().balance()
 
+    def expect_payment(self) -> None:
+        """A receive address went out: for EXPECT_FOR seconds sync every EXPECT_EVERY, so
+        the money shows soon after it arrives rather than at the next scheduled sync."""
+        self._expecting_until = time.monotonic() + EXPECT_FOR
+
     async def tick(self) -> None:
         """The background sync, called by the driver's chain watcher on every round."""
-        await self.sync_if_older(self.sync_every)
+        expecting = time.monotonic() < self._expecting_until
+        await self.sync_if_older(min(self.sync_every, EXPECT_EVERY) if expecting
+                                 else self.sync_every)
 
     async def sync_if_older(self, age: float) -> None:
         async with self._sync_lock:  # callers arriving during a sync share its result

@@ -299,7 +299,7 @@ class Devnet:
 
     async def _fund_buyer(self) -> None:
         async with Client.from_datadir(self.node("buyer").datadir, timeout=30) as buyer:
-            wallet = await buyer.get_wallet()
+            wallet = await buyer.get_wallet(refresh=True)
             have = wallet.confirmed_sat
             if have >= BUYER_FUNDS // 10:
                 self.say(f"buyer: wallet has {have} sats")
@@ -311,6 +311,13 @@ class Devnet:
                     json={"address": address, "sats": BUYER_FUNDS, "confirm": True}) as resp:
                 if resp.status != 200:
                     raise DevnetError(f"the faucet answered {resp.status}: {await resp.text()}")
+            # the node's wallet syncs on its own schedule (often while an address is fresh);
+            # wait until it has seen the coins, so the buyer's screens show them from the start
+            async with asyncio.timeout(60):
+                while True:  # another process: polled
+                    if (await buyer.get_wallet(refresh=True)).confirmed_sat >= BUYER_FUNDS:
+                        break
+                    await asyncio.sleep(0.5)
 
     async def _seed(self) -> None:
         arbiter = self.peer_ids["arbiter"]
