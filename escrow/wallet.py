@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from escrow.bitcoin import (
     HotWallet,
@@ -29,6 +30,7 @@ from escrow.chain import EsploraChain
 from escrow.terms import EscrowBitcoinError, Network
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class NodeWallet:
     def __init__(self, core: HotWallet) -> None:
         self._core = core
         self._lock = asyncio.Lock()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self.network: Network = core.network
         self.synced_at: float | None = None  # unix time of the last sync that worked
 
@@ -59,30 +62,30 @@ class NodeWallet:
     async def receive_address(self) -> str:
         """A fresh address (revealed and saved, so it is watched from now on)."""
         async with self._lock:
-            return await asyncio.to_thread(self._core.receive_address)
+            return await self._thread(self._core.receive_address)
 
     async def balance(self) -> WalletBalance:
         async with self._lock:
-            return await asyncio.to_thread(self._core.balance)
+            return await self._thread(self._core.balance)
 
     async def sync(self, chain: EsploraChain, *, full: bool = False) -> WalletBalance:
         """Catch up with `chain` and return the new balance."""
         self._same_network(chain)
         async with self._lock:
-            await asyncio.to_thread(self._core.sync, chain.esplora, full=full)
+            await self._thread(self._core.sync, chain.esplora, full=full)
             self.synced_at = time.time()
-            return await asyncio.to_thread(self._core.balance)
+            return await self._thread(self._core.balance)
 
     async def history(self) -> tuple[list[WalletTx], int]:
         """The wallet's transactions (newest first) and the height it last synced to."""
         async with self._lock:
-            return await asyncio.to_thread(lambda: (self._core.history(), self._core.tip_height()))
+            return await self._thread(lambda: (self._core.history(), self._core.tip_height()))
 
     async def preview(self, address: str, sats: int | None, sat_per_vb: int) -> PaymentPlan:
         """What paying `sats` (None: everything) to `address` would cost; nothing is signed
         for the chain and no coin is reserved."""
         async with self._lock:
-            return await asyncio.to_thread(self._core.plan, address, sats, sat_per_vb,
+            return await self._thread(self._core.plan, address, sats, sat_per_vb,
                                            preview=True)
 
     async def send(self, chain: EsploraChain, address: str, sats: int, sat_per_vb: int,
@@ -91,11 +94,11 @@ class NodeWallet:
         broadcast it and note it in the wallet."""
         self._same_network(chain)
         async with self._lock:
-            plan = await asyncio.to_thread(self._core.plan, address, sats, sat_per_vb)
+            plan = await self._thread(self._core.plan, address, sats, sat_per_vb)
             check(plan)
             assert plan.raw_tx is not None
             await chain.broadcast(plan.raw_tx)
-            await asyncio.to_thread(self._core.note_sent, plan.raw_tx)
+            await self._thread(self._core.note_sent, plan.raw_tx)
         log.info("sent %d sats to %s in %s (fee %d)", plan.amount, address, plan.txid, plan.fee)
         return plan
 
@@ -104,7 +107,7 @@ class NodeWallet:
         self._same_network(chain)
         async with self._lock:
             await chain.broadcast(raw_tx)
-            await asyncio.to_thread(self._core.note_sent, raw_tx)
+            await self._thread(self._core.note_sent, raw_tx)
 
     async def fund_escrow(self, chain: EsploraChain, address: str, sats: int,
                           *, sat_per_vb: int | None = None) -> EscrowFunding:
@@ -114,13 +117,31 @@ class NodeWallet:
         spk = address_script(address, self.network)
         rate = sat_per_vb if sat_per_vb is not None else await chain.fee_rate()
         async with self._lock:
-            raw = await asyncio.to_thread(self._core.pay, address, sats, rate)
+            raw = await self._thread(self._core.pay, address, sats, rate)
             await chain.broadcast(raw)
-            await asyncio.to_thread(self._core.note_sent, raw)
+            await self._thread(self._core.note_sent, raw)
         vout = next(i for i, (s, v) in enumerate(tx_outputs(raw)) if s == spk and v == sats)
         funding = EscrowFunding(txid(raw), vout, sats, raw)
         log.info("funded escrow %s with %d sats in %s:%d", address, sats, funding.txid, vout)
         return funding
+
+    async def _thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """One blocking wallet call in a worker thread. A thread cannot be stopped, so a
+        cancelled caller still waits for it (keeping the lock it holds): two calls never
+        touch the wallet at once, and `close` finds nothing running behind its back."""
+        future = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
+
+    async def close(self) -> None:
+        """Wait for wallet calls still running in threads (a sync against a slow server)."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight))
 
     def _same_network(self, chain: EsploraChain) -> None:
         if chain.network != self.network:

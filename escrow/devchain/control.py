@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 from aiohttp import web
 
-from escrow.devchain.esplora import BACKEND
+from escrow.devchain.esplora import BACKEND, Backend
 from escrow.devchain.esplora import routes as esplora_routes
 from escrow.devchain.rules import MAX_TX_WEIGHT, TxRejected
-
-if TYPE_CHECKING:
-    from escrow.devchain.server import Devchain
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +37,34 @@ MAX_FEE_TARGET = 1008
 MAX_FEERATE = 1_000_000.0  # sat/vB
 _MAX_TX_HEX = 2 * MAX_TX_WEIGHT  # a transaction's size is at most its weight
 
-DEVCHAIN: web.AppKey[Devchain] = web.AppKey("devchain")
+@dataclass(frozen=True, slots=True)
+class Reorg:
+    """What `Devchain.invalidate` did (hex hashes and txids)."""
+
+    disconnected: list[str]  # block hashes, tip first
+    returned: list[str]  # their transactions back in the mempool
+    dropped: list[str]  # transactions in neither the chain nor the mempool any more
+    replaced_by: list[str]  # the forced replacements now in the mempool (or mined)
+    mined: list[str]  # new block hashes
+    height: int
+
+
+class Controls(Backend, Protocol):
+    """What these routes ask of the chain (`server.Devchain`; a protocol, so this module does
+    not import the server that imports it)."""
+
+    async def mine(self, n: int = 1, address: str | None = None, min_feerate: float = 0.0
+                   ) -> list[str]: ...
+    async def faucet(self, address: str, sats: int, confirm: bool = True) -> str: ...
+    async def invalidate(self, blocks: int = 1, block_hash: str | None = None,
+                         replace: list[bytes] | None = None, mine: int = 0) -> Reorg: ...
+    async def replace(self, raw: bytes) -> tuple[str, list[str]]: ...
+    async def evict(self, txid: str) -> list[str]: ...
+    def set_fee_estimates(self, estimates: dict[int, float] | None) -> None: ...
+    def info(self) -> dict[str, Any]: ...
+
+
+DEVCHAIN: web.AppKey[Controls] = web.AppKey("devchain")
 routes = web.RouteTableDef()
 
 TxHex = Annotated[str, msgspec.Meta(min_length=2, max_length=_MAX_TX_HEX)]
@@ -187,7 +211,7 @@ async def get_info(request: web.Request) -> web.Response:
     return web.json_response(request.app[DEVCHAIN].info())
 
 
-def make_app(chain: Devchain) -> web.Application:
+def make_app(chain: Controls) -> web.Application:
     app = web.Application(middlewares=[devchain_errors], client_max_size=MAX_BODY)
     app[BACKEND] = chain
     app[DEVCHAIN] = chain

@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from aiohttp import web
 
 from escrow.devchain.addresses import AddressError, address_to_script
 from escrow.devchain.chain import COINBASE_MATURITY, ChainState
-from escrow.devchain.control import DevchainError, make_app
+from escrow.devchain.control import DevchainError, Reorg, make_app
 from escrow.devchain.esplora import DEFAULT_FEE_ESTIMATES, parse_submitted
 from escrow.devchain.faucet import FaucetError, FaucetKey, build_payment
 from escrow.devchain.mempool import (
@@ -59,18 +59,6 @@ __all__ = ["Devchain", "DevchainError", "RelayPolicy", "Reorg", "TxRejected", "s
 BOOTSTRAP_BLOCKS = COINBASE_MATURITY + 1  # the first faucet coinbase is spendable at once
 DB_FILE = "devchain.db"
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Reorg:
-    """What `Devchain.invalidate` did (hex hashes and txids)."""
-
-    disconnected: list[str]  # block hashes, tip first
-    returned: list[str]  # their transactions back in the mempool
-    dropped: list[str]  # transactions in neither the chain nor the mempool any more
-    replaced_by: list[str]  # the forced replacements now in the mempool (or mined)
-    mined: list[str]  # new block hashes
-    height: int
 
 
 class Devchain:

@@ -207,13 +207,18 @@ class EscrowDriver:
                  self.chain.url, self.chain.network)
 
     async def run(self) -> None:
-        """The worker, the chain watcher and the clock, until cancelled."""
+        """The worker, the chain watcher and the clock, until cancelled; then it waits for
+        wallet calls still running in threads, so none outlives the node."""
         if self._wallet is None:
             await self.open()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._work_loop())
-            tg.create_task(self._watch_loop())
-            tg.create_task(self._tick_loop())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._work_loop())
+                tg.create_task(self._watch_loop())
+                tg.create_task(self._tick_loop())
+        finally:
+            if self._wallet is not None:
+                await self._wallet.close()
 
     def _on_escrow_event(self, event: object) -> None:
         # a settlement on its way may pay our wallet: look for it soon, not at the next
